@@ -1,0 +1,62 @@
+"""Building blocks shared by the models: Dense/RMSNorm with logical axis names, attention core."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Dtype = Any
+NEG_INF = -1e30  # finite, so a query whose keys are all masked gives a uniform (unused) row
+
+
+def Dense(features: int, axes: Sequence[str], use_bias: bool = True, dtype: Dtype = jnp.float32,
+          name: str | None = None, kernel_init=nn.initializers.normal(0.02)) -> nn.Dense:
+    """nn.Dense whose kernel (in, out) carries logical `axes` and whose bias carries axes[-1]."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 and cast back, as the reference does (weight init 1)."""
+    eps: float = 1e-6
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones,
+                                                                 (self.axis_name,)),
+                           (x.shape[-1],), jnp.float32)
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + self.eps)
+        return jnp.asarray(scale, x.dtype) * xf.astype(x.dtype)
+
+
+def activation(name: str):
+    table = {"silu": nn.silu, "gelu": lambda x: nn.gelu(x, approximate=False),
+             "gelu_new": lambda x: nn.gelu(x, approximate=True), "relu": nn.relu,
+             "quick_gelu": lambda x: x * nn.sigmoid(1.702 * x)}
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray | None
+              ) -> jnp.ndarray:
+    """Scaled dot-product attention with grouped kv heads, softmax in float32.
+
+    q: (..., S, H, D); k, v: (..., T, KV, D) with H a multiple of KV; mask broadcastable to
+    (..., 1, 1, S, T) as (..., S, T) booleans (True = attend). Returns (..., S, H, D).
+    """
+    *lead, s, h, d = q.shape
+    kv = k.shape[-2]
+    q = q.reshape(*lead, s, kv, h // kv, d)
+    scores = jnp.einsum("...skgd,...tkd->...kgst", q, k,
+                        preferred_element_type=jnp.float32) * (d ** -0.5)
+    if mask is not None:
+        scores = jnp.where(mask[..., None, None, :, :], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("...kgst,...tkd->...skgd", probs, v)
+    return out.reshape(*lead, s, h, d)
