@@ -16,6 +16,18 @@ from vaemotion_jax.models.qwen2_5_vl.rope import apply_rotary, vision_cos_sin
 from vaemotion_jax.models.remat import remat_policy
 
 
+def gather_patches(pixel_values, patch_index):
+    """Rows for each slot (zeros where patch_index is -1): (B, P, C*T*14*14).
+
+    pixel_values (N, F) is indexed by every example; (B, R, F) by its own example."""
+    zero = jnp.zeros(pixel_values.shape[:-2] + (1, pixel_values.shape[-1]), pixel_values.dtype)
+    rows = jnp.concatenate([pixel_values, zero], axis=-2)
+    index = jnp.where(patch_index >= 0, patch_index, rows.shape[-2] - 1)
+    if rows.ndim == 2:
+        return jnp.take(rows, index, axis=0)
+    return jnp.take_along_axis(rows, index[..., None], axis=1)
+
+
 class VisionAttention(nn.Module):
     cfg: VisionConfig
     dtype: jnp.dtype = jnp.float32
@@ -101,16 +113,15 @@ class VisionTower(nn.Module):
 
     @nn.compact
     def __call__(self, pixel_values, patch_index, patch_hw, token_index):
-        """pixel_values (N_rows, C*T*14*14) in the reference's row order; layout arrays from
-        `build_layout` (patch_index (B, G, Q), patch_hw (B, G, Q, 2), token_index (B, N)).
+        """pixel_values (N_rows, C*T*14*14) shared by the batch, or (B, R, C*T*14*14) per example,
+        rows in the reference's order; layout arrays from `build_layout` (patch_index (B, G, Q)
+        indexing those rows, patch_hw (B, G, Q, 2), token_index (B, N)).
         Returns visual tokens (B, N, out_hidden_size)."""
         c = self.cfg
         b, groups, q = patch_index.shape
         patch_index, patch_hw = patch_index.reshape(b, groups * q), patch_hw.reshape(b, groups * q, 2)
-        rows = jnp.concatenate([pixel_values.astype(self.dtype),
-                                jnp.zeros((1, pixel_values.shape[-1]), self.dtype)])
         valid = patch_index >= 0
-        x = jnp.take(rows, jnp.where(valid, patch_index, rows.shape[0] - 1), axis=0)
+        x = gather_patches(pixel_values.astype(self.dtype), patch_index)
         x = Dense(c.hidden_size, ("patch", "vision_embed"), use_bias=False, dtype=self.dtype,
                   name="patch_embed")(x)
         cos, sin = vision_cos_sin(patch_hw, c.head_dim, c.rope_theta)

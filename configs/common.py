@@ -1,0 +1,114 @@
+"""Fields shared by every stage, model presets, and the prompt pools.
+
+A config is plain data; `vaemotion_jax.train` reads it. `--config=stage1:qwen2_5_vl_7b` or
+`--config.model=qwen2_5_vl_7b` picks the 7B preset (checkpoint paths still come from flags).
+"""
+import ml_collections
+
+# Stage 1 prompt pool (the paper samples a prompt per clip from "a predefined pool" it does not
+# publish). These ask for a description, which is what the teacher can answer from video alone.
+STAGE1_PROMPTS = (
+    "Describe what you perceive in this clip.",
+    "What is happening in this clip?",
+    "Describe the clip in one sentence.",
+    "Tell me what this clip shows.",
+)
+
+# Model presets: sizes of the inputs that follow from the backbone and the audio encoder.
+PRESETS = {
+    # The embedded default: a tiny Qwen2.5-VL taught to caption the synthetic world, a tiny AST.
+    "tiny": dict(
+        qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=2.0, num_frames=4,
+        audio_max_length=208, adapter_seq_hidden=64, adapter_channel_hidden=128,
+        min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
+        mesh=(1, -1, 1), remat="none"),
+    # The paper's setting: 512x512 video (-> 504x504, 324 tokens per 2 frames), 16 kHz audio.
+    "qwen2_5_vl_7b": dict(
+        qwen="qwen2_5_vl_7b", ast="ast_audioset", resized_hw=(512, 512), fps=2.0, num_frames=4,
+        audio_max_length=1024, adapter_seq_hidden=1024, adapter_channel_hidden=3584,
+        min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, dtype="bfloat16",
+        param_dtype="bfloat16", mesh=(1, -1, 1), remat="full"),
+}
+
+
+def base_config(stage: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = stage
+    c.model = "tiny"
+    c.seed = 0
+    c.workdir = f"runs/{stage}"     # checkpoints, TensorBoard events, teacher-response cache
+    c.steps = 100
+    c.log_every = 10
+    c.checkpoint_every = 50
+    c.keep_checkpoints = 3
+
+    # Weights: local Hugging Face directories. Empty with model=tiny: the project builds them.
+    c.backbone_path = ""
+    c.audio_encoder_path = ""
+
+    c.data = ml_collections.ConfigDict()
+    c.data.world_dir = ""           # synthetic world; "" = the default cache folder
+    c.data.train_manifest = ""      # "" = the world's manifest for this stage
+    c.data.heldout_manifest = ""    # "" = the world's held-out clips
+    c.data.batch_size = 8
+    c.data.num_workers = 0          # grain worker processes (0: decode in the main process)
+    c.data.strict = False           # fail at the first bad example instead of skipping it
+    c.data.fps = ml_collections.FieldReference(None, field_type=float)
+    c.data.num_frames = ml_collections.FieldReference(None, field_type=int)
+    c.data.resized_hw = ml_collections.FieldReference(None, field_type=tuple)
+    c.data.min_pixels = ml_collections.FieldReference(None, field_type=int)
+    c.data.max_pixels = ml_collections.FieldReference(None, field_type=int)
+    c.data.audio_max_length = ml_collections.FieldReference(None, field_type=int)
+    c.data.seq_buckets = (128, 192, 256, 384, 512, 768, 1024, 2048)
+
+    c.adapter = ml_collections.ConfigDict()
+    c.adapter.kind = "mlp"
+    c.adapter.seq_hidden = ml_collections.FieldReference(None, field_type=int)
+    c.adapter.channel_hidden = ml_collections.FieldReference(None, field_type=int)
+    c.adapter.activation = "gelu"
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-5
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 1.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+
+    # Scale: (data, fsdp, tensor) mesh; -1 takes the remaining devices.
+    c.mesh = ml_collections.FieldReference(None, field_type=tuple)
+    c.dtype = ml_collections.FieldReference(None, field_type=str)        # activations
+    c.param_dtype = ml_collections.FieldReference(None, field_type=str)  # frozen weights
+    c.remat = ml_collections.FieldReference(None, field_type=str)        # none | full | dots
+    c.scan_layers = True
+    c.compilation_cache = "~/.cache/vaemotion_jax/xla"
+    return c
+
+
+def apply_preset(c: ml_collections.ConfigDict, arg: str | None) -> None:
+    """`--config=stage1:qwen2_5_vl_7b` selects the preset; unset fields are filled later from
+    `c.model` by `resolve`."""
+    if arg:
+        c.model = arg
+
+
+def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fills every field left as None from the model preset (after command-line overrides)."""
+    if c.model not in PRESETS:
+        raise ValueError(f"unknown model preset {c.model!r}; known: {sorted(PRESETS)}")
+    p = PRESETS[c.model]
+    with c.unlocked():
+        for field, key in (("fps", "fps"), ("num_frames", "num_frames"),
+                           ("resized_hw", "resized_hw"), ("min_pixels", "min_pixels"),
+                           ("max_pixels", "max_pixels"), ("audio_max_length", "audio_max_length")):
+            if c.data[field] is None:
+                c.data[field] = p[key]
+        if c.adapter.seq_hidden is None:
+            c.adapter.seq_hidden = p["adapter_seq_hidden"]
+        if c.adapter.channel_hidden is None:
+            c.adapter.channel_hidden = p["adapter_channel_hidden"]
+        for field in ("mesh", "dtype", "param_dtype", "remat"):
+            if c[field] is None:
+                c[field] = p[field]
+        c.qwen_preset, c.ast_preset = p["qwen"], p["ast"]
+    return c
