@@ -1,0 +1,369 @@
+"""The Grain input pipeline: records -> decoded, preprocessed, formatted, bucket-padded batches.
+
+    records --shard--> this process's records --shuffle (seeded, new order each epoch)--> repeat
+      --map(ExampleFn: validate -> decode -> features -> format_fn)--> [worker processes]
+      --> BatchIterator (main process): skip and count bad examples, pad to buckets, batch
+
+* Sharding: process `shard_index` of `shard_count` reads records[shard_index::shard_count]; with
+  `even_shards` every shard gets the same number of records (the remainder is left out), so all
+  hosts of a multi-host run agree on the epoch length.
+* Bad input: the example function never raises on a bad record or file; it returns `Skipped`
+  (file, reason, kind), and the main process logs "skipped FILE: REASON", counts it by kind,
+  and moves on (`summary()` on demand, logged at the end). `strict=True` raises `BadExample`
+  with the same message at the first one.
+* Static shapes: each field named in `buckets` is padded along axis 0 to the smallest bucket
+  that fits the longest example of the batch (a longer example is skipped as "too_long"); the
+  other fields must have equal shapes and are stacked. A batch also holds `id` (B,) str,
+  `valid` (B,) bool (False only for rows filling a last partial batch) and `<field>_length` (B,)
+  int32 for each bucketed field.
+* Exact resume: the state is a small JSON dict; its `position` counts the records consumed
+  (good or skipped) in this shard's endless shuffled sequence, with `epoch` and
+  `index_in_epoch` derived from it. Restoring rebuilds the Grain pipeline from that position,
+  so a resumed run sees exactly the examples an uninterrupted run would, with any number of
+  workers. Save it with Orbax as JSON (`ocp.args.JsonSave(it.get_state())`).
+
+Worker processes (`worker_count > 0`) are started with "spawn": the calling script needs an
+`if __name__ == "__main__":` guard, and `format_fn` must be picklable (a module-level function or
+a functools.partial of one). Grain reads absl flags when it starts workers: parse them first
+(`app.run(main)` does it); if they are not parsed, the pipeline marks them parsed with their
+defaults.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from vaemotion_jax.data.decode import BadExample, Clip, DecodeOptions, SAMPLE_RATE, decode_record
+from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest, validate_record
+
+log = logging.getLogger("vaemotion_jax.data")
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Stands in for an example that could not be made (passes through worker processes)."""
+
+    path: str
+    reason: str
+    kind: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def label_arrays(record: Record) -> dict[str, np.ndarray]:
+    """V-A targets of the three pathways: {"va": (3, 2) f32, "va_mask": (3,) bool} in a, v, av order."""
+    labels = record.labels or {}
+    va = np.array([labels.get(p, (0.0, 0.0)) for p in PATHWAYS], np.float32)
+    return {"va": va, "va_mask": np.array([p in labels for p in PATHWAYS])}
+
+
+def clip_features(clip: Clip, features: str, video_kwargs: Mapping[str, Any], fbank_frames: int) -> dict:
+    """Model inputs of a decoded clip.
+
+    "qwen": pixel_values_videos (N, 1176) f32, video_grid_thw (3,), second_per_grid_ts, and
+            fbank (fbank_frames, 128) f32, for the streams that were decoded.
+    "raw":  frames (T, H, W, 3) uint8, fps, audio (S,) f32 at 16 kHz.
+    """
+    if features == "raw":
+        out = {}
+        if clip.frames is not None:
+            out.update(frames=clip.frames, fps=np.float32(clip.fps))
+        if clip.audio is not None:
+            out["audio"] = clip.audio
+        return out
+    if features != "qwen":
+        raise ValueError(f"features must be 'qwen' or 'raw', got {features!r}")
+    out = {}
+    if clip.frames is not None:
+        from vaemotion_jax.processing.vision import preprocess_video
+
+        out.update(preprocess_video(clip.frames, clip.fps, **video_kwargs))
+    if clip.audio is not None:
+        from vaemotion_jax.processing.fbank import fbank
+
+        out["fbank"] = fbank(clip.audio, SAMPLE_RATE, fbank_frames)
+    return out
+
+
+def _missing(record: Record, name: str) -> bool:
+    if name.startswith("labels."):
+        return not record.labels or name.split(".", 1)[1] not in record.labels
+    return getattr(record, name) in (None, [], "")
+
+
+@dataclass(frozen=True)
+class ExampleFn:
+    """record -> example dict (or `Skipped`): validate, decode, compute features, format.
+
+    `format_fn(record, features) -> dict` is the stage's own step (tokenize the conversation,
+    build position ids, pick labels); it may raise `BadExample` to skip a record. `require`
+    names record fields an example must have ("conversations", "labels", "labels.av", ...).
+    Runs inside worker processes, so everything here must pickle.
+    """
+
+    decode: DecodeOptions = DecodeOptions()
+    format_fn: Callable[[Record, dict], dict] | None = None
+    features: str = "qwen"
+    video_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    fbank_frames: int = 1024
+    require: tuple[str, ...] = ()
+
+    def __call__(self, record: Record) -> dict | Skipped:
+        problems = validate_record(record)
+        if problems:
+            name, msg = problems[0]
+            return Skipped(record.where, f"{name}: {msg}", "bad_record")
+        for name in self.require:
+            if _missing(record, name):
+                return Skipped(record.where, f"missing field {name!r}", "missing_field")
+        try:
+            clip = decode_record(record, self.decode)
+            try:
+                features = clip_features(clip, self.features, self.video_kwargs, self.fbank_frames)
+            except ValueError as e:
+                raise BadExample(record.where, f"preprocessing failed: {e}", "preprocess") from None
+            example = self.format_fn(record, features) if self.format_fn else features
+        except BadExample as e:
+            return Skipped(e.path, e.reason, e.kind)
+        except Exception as e:  # a bug, not bad input: stop, but name the record that hit it
+            raise RuntimeError(f"{record.where} (id {record.id!r}): {type(e).__name__}: {e}") from e
+        return {**example, "id": record.id}
+
+
+# ---------------------------------------------------------------- batching
+
+def pick_bucket(length: int, buckets: Sequence[int]) -> int | None:
+    """Smallest bucket >= length, or None if none fits."""
+    return next((b for b in sorted(buckets) if b >= length), None)
+
+
+def _pad_rows(x: np.ndarray, rows: int, value) -> np.ndarray:
+    pad = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return np.pad(x, pad, constant_values=value)
+
+
+def collate(examples: list[dict], batch_size: int, buckets: Mapping[str, Sequence[int]],
+            pad_values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Stacks examples into a batch of `batch_size` rows, padding bucketed fields (see module doc)."""
+    n = len(examples)
+    batch = {"valid": np.arange(batch_size) < n}
+    for name in examples[0]:
+        values = [ex[name] for ex in examples]
+        if name == "id":
+            batch["id"] = np.array(values + [""] * (batch_size - n))
+            continue
+        arrays = [np.asarray(v) for v in values]
+        if name in buckets:
+            lengths = [a.shape[0] for a in arrays]
+            rows = pick_bucket(max(lengths), buckets[name])
+            arrays = [_pad_rows(a, rows, pad_values.get(name, 0)) for a in arrays]
+            batch[f"{name}_length"] = np.array(lengths + [0] * (batch_size - n), np.int32)
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"field {name!r} has different shapes across examples {sorted(shapes)}; "
+                             "give it buckets or make format_fn return a fixed shape")
+        arrays += [np.zeros_like(arrays[0])] * (batch_size - n)
+        batch[name] = np.stack(arrays)
+    return batch
+
+
+def _too_long(example: dict, limits: Mapping[str, int]) -> str | None:
+    for name, limit in limits.items():
+        if name not in example:
+            raise ValueError(f"bucketed field {name!r} is not in the example (fields: {sorted(example)})")
+        length = np.shape(example[name])[0]
+        if length > limit:
+            return f"{name} has {length} rows, more than the largest bucket {limit}"
+    return None
+
+
+def _make_example(example_fn: ExampleFn, limits: Mapping[str, int], record: Record) -> dict | Skipped:
+    """`example_fn(record)`, skipping an example too long for the largest bucket of a field."""
+    example = example_fn(record)
+    if isinstance(example, Skipped):
+        return example
+    reason = _too_long(example, limits)
+    return example if reason is None else Skipped(record.where, reason, "too_long")
+
+
+# ---------------------------------------------------------------- the pipeline
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How records become batches. `num_epochs=None` repeats forever (training)."""
+
+    batch_size: int
+    buckets: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    pad_values: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None
+    shard_index: int = 0
+    shard_count: int = 1
+    even_shards: bool = True
+    drop_remainder: bool = True
+    worker_count: int = 0
+    worker_buffer_size: int = 2
+    read_threads: int = 1
+    strict: bool = False
+
+
+def shard_records(records: Sequence[Record], index: int, count: int, even: bool) -> list[Record]:
+    """This process's records: records[index::count], cut to len(records) // count if `even`."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard_index {index} is not in [0, {count})")
+    mine = list(records[index::count])
+    return mine[: len(records) // count] if even else mine
+
+
+def _ensure_flags_parsed() -> None:
+    """Grain reads absl flags when it starts workers; a caller without absl gets their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class BatchIterator:
+    """Iterates batches; `get_state()` / `set_state()` give an exact, worker-count-free resume."""
+
+    def __init__(self, records: Sequence[Record], example_fn: ExampleFn, config: PipelineConfig,
+                 manifest_problems: Sequence[str] = ()):
+        self.config = config
+        self.records = shard_records(records, config.shard_index, config.shard_count, config.even_shards)
+        if not self.records:
+            raise ValueError(f"shard {config.shard_index}/{config.shard_count} has no records "
+                             f"(of {len(records)})")
+        self.example_fn = example_fn
+        self.manifest_problems = list(manifest_problems)
+        self.position = 0
+        self.skipped: Counter = Counter()
+        self.examples = 0
+        self._source = None
+        self._dataset = self._build_dataset()
+
+    @property
+    def epoch_length(self) -> int:
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        return self.position // self.epoch_length
+
+    def _build_dataset(self):
+        import grain
+
+        ds = grain.MapDataset.source(self.records)
+        if self.config.shuffle:
+            ds = ds.shuffle(seed=self.config.seed)
+        ds = ds.repeat(self.config.num_epochs)
+        limits = {name: max(sizes) for name, sizes in self.config.buckets.items()}
+        return ds.map(functools.partial(_make_example, self.example_fn, limits))
+
+    def _open(self):
+        import grain
+
+        cfg = self.config
+        ds = self._dataset[self.position:].to_iter_dataset(
+            grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(1, 2 * cfg.read_threads)))
+        if cfg.worker_count > 0:
+            _ensure_flags_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+                num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size))
+        return iter(ds)
+
+    def __iter__(self):
+        return self
+
+    def _next_example(self) -> dict | None:
+        """The next good example, or None at the end of the data; skips (and counts) bad ones."""
+        if self._source is None:
+            self._source = self._open()
+        for element in self._source:
+            self.position += 1
+            if not isinstance(element, Skipped):
+                self.examples += 1
+                return element
+            if self.config.strict:
+                raise BadExample(element.path, element.reason, element.kind)
+            self.skipped[element.kind] += 1
+            log.warning("skipped %s", element.message)
+        return None
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        cfg = self.config
+        examples = []
+        while len(examples) < cfg.batch_size:
+            example = self._next_example()
+            if example is None:
+                break
+            examples.append(example)
+        if not examples or (len(examples) < cfg.batch_size and cfg.drop_remainder):
+            log.info("%s", self.summary())
+            raise StopIteration
+        return collate(examples, cfg.batch_size, cfg.buckets, cfg.pad_values)
+
+    def summary(self) -> str:
+        """One line: examples made, skipped by kind, manifest problems."""
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.skipped.items())) or "none"
+        text = (f"data shard {self.config.shard_index}/{self.config.shard_count}: {self.examples} examples, "
+                f"epoch {self.epoch}, skipped {sum(self.skipped.values())} ({kinds})")
+        if self.manifest_problems:
+            text += f", {len(self.manifest_problems)} manifest lines left out"
+        return text
+
+    def get_state(self) -> dict:
+        """A small JSON-able dict: where this shard's sequence stands, plus the skip counts."""
+        cfg = self.config
+        return {"version": STATE_VERSION, "position": self.position, "epoch": self.epoch,
+                "index_in_epoch": self.position % self.epoch_length, "epoch_length": self.epoch_length,
+                "seed": cfg.seed, "shuffle": cfg.shuffle, "shard_index": cfg.shard_index,
+                "shard_count": cfg.shard_count, "examples": self.examples, "skipped": dict(self.skipped)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continues from a state of an iterator over the same records and config."""
+        mine = self.get_state()
+        for key in ("version", "epoch_length", "seed", "shuffle", "shard_index", "shard_count"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"data iterator state does not fit this pipeline: {key} is {state.get(key)!r} "
+                                 f"in the state but {mine[key]!r} here (same records, seed and sharding needed)")
+        self.close()
+        self.position = int(state["position"])
+        self.examples = int(state["examples"])
+        self.skipped = Counter({k: int(v) for k, v in state["skipped"].items()})
+
+    def close(self) -> None:
+        """Stops worker processes (a new iteration reopens them at the current position)."""
+        if self._source is not None and hasattr(self._source, "close"):
+            self._source.close()
+        self._source = None
+
+
+def make_iterator(source: str | Sequence[Record], example_fn: ExampleFn, config: PipelineConfig,
+                  split: str | None = None) -> BatchIterator:
+    """A `BatchIterator` over a manifest path or records, optionally only one `split`.
+
+    From a path, manifest lines with problems are logged and left out (strict: the first raises
+    `ManifestError` with its message).
+    """
+    problems: list[str] = []
+    if isinstance(source, (str, os.PathLike)):
+        records, problems = read_manifest(os.fspath(source), strict=config.strict)
+        for p in problems:
+            log.warning("skipped %s", p)
+    else:
+        records = list(source)
+    if split is not None:
+        records = [r for r in records if r.split == split]
+    return BatchIterator(records, example_fn, config, problems)
+
