@@ -2,7 +2,7 @@
 
 Frames are sampled evenly over [start, end] (at a configured rate or a fixed count): frame i is
 the picture shown at start + (i + 0.5) * (end - start) / T. Audio is resampled to 16 kHz mono
-float32 and cut to exactly round((end - start) * 16000) samples of the same window.
+float32 (channels averaged) and cut to exactly round((end - start) * 16000) samples of the same window.
 
 Every failure raises `BadExample(path, reason, kind)` with a precise reason, so the pipeline can
 skip and count it (or stop, in strict mode) instead of failing deep inside a stack:
@@ -145,10 +145,28 @@ def _seek(container, stream, seconds: float):
         container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
 
 
-def decode_frames(path: str, times: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
-    """The frames shown at `times` (seconds, ascending) -> (T, H, W, 3) uint8 RGB."""
+def _decoded(container, stream, path: str, what: str):
+    """Yields the stream's frames; a decoding error becomes `BadExample`, "truncated" when the
+    failing data reaches the end of the file, else "corrupt"."""
     import av
 
+    size, data_end, t = os.path.getsize(path), 0, 0.0
+    try:
+        for packet in container.demux(stream):
+            if packet.pos is not None and packet.pos >= 0:
+                data_end = max(data_end, packet.pos + packet.size)
+            for frame in packet.decode():
+                t = frame.time if frame.time is not None else t
+                yield frame
+    except av.error.FFmpegError as e:
+        if data_end >= size:
+            raise BadExample(path, f"truncated: the file ends inside the {what} data after {t:.2f} s "
+                             f"({_msg(e)})", "truncated") from None
+        raise BadExample(path, f"corrupt {what} data after {t:.2f} s ({_msg(e)})", "corrupt") from None
+
+
+def decode_frames(path: str, times: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
+    """The frames shown at `times` (seconds, ascending) -> (T, H, W, 3) uint8 RGB."""
     with _open(path) as c:
         if not c.streams.video:
             raise BadExample(path, "no video stream", "no_video")
@@ -156,30 +174,25 @@ def decode_frames(path: str, times: np.ndarray, tolerance: float = 0.1) -> np.nd
         frame_step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
         _seek(c, stream, float(times[0]))
         out: list[np.ndarray | None] = [None] * len(times)
-        k, prev, last_time = 0, None, None
-        try:
-            for frame in c.decode(stream):
-                if frame.time is None:
-                    continue
-                last_time = frame.time
-                if frame.time > times[k] + 1e-6:  # times[k] falls before this frame: `prev` was shown
-                    rgb = (prev if prev is not None else frame).to_ndarray(format="rgb24")
-                    while k < len(times) and frame.time > times[k] + 1e-6:
-                        out[k] = rgb
-                        k += 1
-                    if k == len(times):
-                        break
-                prev = frame
-        except av.error.FFmpegError as e:
-            raise BadExample(path, f"corrupt video data after {last_time or 0:.2f} s ({_msg(e)})",
-                             "corrupt") from None
+        k, prev = 0, None
+        for frame in _decoded(c, stream, path, "video"):
+            if frame.time is None:
+                continue
+            if frame.time > times[k] + 1e-6:  # times[k] falls before this frame: `prev` was shown
+                rgb = (prev if prev is not None else frame).to_ndarray(format="rgb24")
+                while k < len(times) and frame.time > times[k] + 1e-6:
+                    out[k] = rgb
+                    k += 1
+                if k == len(times):
+                    break
+            prev = frame
         if k < len(times):
             if prev is None:
                 raise BadExample(path, "truncated: the video stream holds no decodable frame", "truncated")
             shown_until = prev.time + frame_step
-            if times[k] > shown_until + tolerance:
+            if times[-1] > shown_until + tolerance:
                 raise BadExample(path, f"truncated: video frames end at {shown_until:.2f} s, "
-                                 f"a frame is needed at {times[k]:.2f} s", "truncated")
+                                 f"a frame is needed at {times[-1]:.2f} s", "truncated")
             rgb = prev.to_ndarray(format="rgb24")
             out[k:] = [rgb] * (len(times) - k)
     return np.stack(out)
@@ -195,23 +208,19 @@ def decode_audio(path: str, start: float, end: float, tolerance: float = 0.1) ->
             raise BadExample(path, "no audio stream", "no_audio")
         stream = c.streams.audio[0]
         _seek(c, stream, start)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Keep the channels through resampling and average them afterwards (as torchaudio and
+        # librosa make mono); FFmpeg's own downmix would raise a correlated stereo pair by 3 dB.
+        resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
         chunks, t0, got = [], None, 0
-        try:
-            for frame in c.decode(stream):
-                if t0 is None:
-                    t0 = frame.time if frame.time is not None else 0.0
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    got += out.samples
-                if t0 + got / SAMPLE_RATE >= end + 0.05:
-                    break
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as e:
-            decoded_until = (t0 or 0.0) + got / SAMPLE_RATE
-            raise BadExample(path, f"corrupt audio data after {decoded_until:.2f} s ({_msg(e)})",
-                             "corrupt") from None
+        for frame in _decoded(c, stream, path, "audio"):
+            if t0 is None:
+                t0 = frame.time if frame.time is not None else 0.0
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().mean(axis=0))
+                got += out.samples
+            if t0 + got / SAMPLE_RATE >= end + 0.05:
+                break
+        chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
     if t0 is None:
         raise BadExample(path, "truncated: the audio stream holds no decodable frame", "truncated")
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
