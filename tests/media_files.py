@@ -13,7 +13,8 @@ import soundfile
 
 
 def grey(i: int) -> int:
-    return 20 + 12 * i
+    """Grey level of frame i (distinct for the first 19 frames, then repeating)."""
+    return 20 + 12 * (i % 19)
 
 
 def make_mp4(path: str, seconds: float = 2.0, fps: int = 8, size: tuple[int, int] = (48, 64),
@@ -45,6 +46,7 @@ def make_mp4(path: str, seconds: float = 2.0, fps: int = 8, size: tuple[int, int
 
 
 def make_wav(path: str, seconds: float = 1.0, rate: int = 22050, tone: float = 330.0) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     t = np.arange(int(round(seconds * rate))) / rate
     soundfile.write(path, 0.3 * np.sin(2 * np.pi * tone * t), rate)
     return path

@@ -22,6 +22,7 @@ world.json. Output is a pure function of the seed and the options (the same byte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -75,7 +76,7 @@ AV_RULE = ("congruent (valence(a) * valence(v) >= 0): av = clip(0.75 * (a + v)),
 class WorldConfig:
     """Everything that decides the world's bytes (besides WORLD_VERSION)."""
 
-    num_clips: int = 320
+    num_clips: int = 500  # 100 held out x 12 questions = 1200 items, the size of ArtEmoBenchmark
     seed: int = 0
     width: int = 112
     height: int = 112
@@ -203,9 +204,9 @@ def _shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     if shape == "square":
         h = 0.85 * r
         return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-    if shape == "triangle":
+    if shape == "triangle":  # a little larger than r: its area is the smallest of the four
         angles = np.deg2rad([-90, 30, 150])
-        return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in angles]
+        return [(cx + 1.15 * r * np.cos(a), cy + 1.15 * r * np.sin(a)) for a in angles]
     if shape == "star":
         angles = np.deg2rad(-90 + 36 * np.arange(10))
         radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
@@ -454,7 +455,7 @@ def manifests(specs: list[ClipSpec], cfg: WorldConfig) -> dict[str, list[dict]]:
         text = caption(spec.picture)
         out["captions"].append({"id": spec.id, "media": spec.file, "caption": text, "split": spec.split,
                                 "conversations": [{"role": "user", "content": "Describe the video."},
-                                                  {"role": "assistant", "content": text}]})
+                                                  {"role": "assistant", "content": text}], "meta": meta})
         if spec.split == "heldout":
             out["benchmark"] += [{**item, "meta": meta} for item in benchmark_items(spec, labels, cfg.seed)]
     return out
@@ -536,19 +537,19 @@ def cache_dir() -> str:
 
 
 def default_world_dir(cfg: WorldConfig = WorldConfig(), workers: int = 2) -> str:
-    """The world's folder in the cache (`<cache>/synth/v<version>-seed<seed>-n<clips>`), made on first use.
+    """The world's folder in the cache (`<cache>/synth/v<version>-n<clips>-seed<seed>-<config hash>`),
+    generated on first use.
 
     Generation goes to a temporary folder that is renamed into place, so an interrupted or
     concurrent run never leaves a half-written world behind. Uses spawned worker processes: call
     it under `if __name__ == "__main__":`.
     """
-    final = os.path.join(cache_dir(), "synth", f"v{WORLD_VERSION}-seed{cfg.seed}-n{cfg.num_clips}")
+    digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    final = os.path.join(cache_dir(), "synth", f"v{WORLD_VERSION}-n{cfg.num_clips}-seed{cfg.seed}-{digest}")
     if os.path.exists(os.path.join(final, "world.json")):
-        with open(os.path.join(final, "world.json"), encoding="utf-8") as f:
-            if json.load(f)["config"] == asdict(cfg):
-                return final
-        raise RuntimeError(f"{final} holds a world with a different config; remove it or set VAEMOTION_CACHE")
+        return final
     tmp = f"{final}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     _log(f"synth: generating the synthetic world into {final} (first use)")
     generate(tmp, cfg, workers)
     try:
