@@ -20,9 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Method (paper section 3.2)
     c.tau = 1.0                   # paper: tau = 1
     c.align = "logits"            # logits (eq. 1) | features (the paper's L2 ablation, Table 1 dagger)
-    c.trainable = ("audio_adapter",)  # paper: only the audio adapter trains
+    c.trainable = ("audio_adapter/.*",)  # paper: only the audio adapter trains (path regexes)
     c.teacher_responses = "cache"     # cache (generated once, on disk) | on_the_fly
     c.max_response_tokens = 24    # greedy teacher response length (tiny world answers are short)
+    c.teacher_batch = 32          # clips per batch when generating teacher responses
     c.prompts = common.STAGE1_PROMPTS
 
     # Optimisation: AdamW (paper); lr/schedule are ours (the paper gives 1e-5 only for stage 2,

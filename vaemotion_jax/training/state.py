@@ -5,12 +5,15 @@ state: they get no optimizer state and are never written into a checkpoint.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from vaemotion_jax.checkpoints.mapping import flatten, unflatten
 
 
 @struct.dataclass
@@ -56,9 +59,18 @@ def apply_gradients(state: TrainState, grads: Any, loss: jnp.ndarray,
 
 
 def split_params(params: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
-    """Top-level params dict -> (trainable part, frozen part) by top-level names."""
-    missing = [k for k in trainable if k not in params]
-    if missing:
-        raise KeyError(f"trainable groups {missing} not in params {sorted(params)}")
-    return ({k: v for k, v in params.items() if k in trainable},
-            {k: v for k, v in params.items() if k not in trainable})
+    """Params -> (trainable, frozen) by regexes over "/"-joined paths (e.g. "audio_adapter/.*",
+    ".*/lora_.*"); the two trees have disjoint leaves and `merge_params` joins them."""
+    flat = flatten(params)
+    chosen = {k for k in flat if any(re.fullmatch(p, k) for p in trainable)}
+    if not chosen:
+        raise ValueError(f"no parameter matches the trainable patterns {list(trainable)}")
+    return (unflatten({k: v for k, v in flat.items() if k in chosen}),
+            unflatten({k: v for k, v in flat.items() if k not in chosen}))
+
+
+def merge_params(*trees: dict) -> dict:
+    merged: dict = {}
+    for tree in trees:
+        merged.update(flatten(tree))
+    return unflatten(merged)

@@ -1,0 +1,72 @@
+"""VAEmotionLLM: the three pathways into one frozen Qwen2.5-VL.
+
+    video -> vision tower -> z_v ------------------------------.
+    audio -> AST -> AudioAdapter -> z_a ------------------------+-> (EmotionEnhancer) -> LLM
+    joint [z_a; z_v] -------------------------------------------'
+
+Audio tokens sit at the video placeholders and reuse the video's M-RoPE grid (section 3.2).
+Stage 2 adds the EmotionEnhancer (eq. 2) on every pathway's tokens and the EmotionSupervisor
+(eqs. 3-4) on their mean; LoRA lives inside the backbone's attention (models/lora.py).
+Params: {"backbone", "audio_encoder", "audio_adapter"[, "emotion_enhancer",
+"emotion_supervisor"]}; which of them train is the trainer's business.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.models.ast import ASTConfig, ASTModel
+from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
+from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, causal_mask
+
+
+@dataclass(frozen=True)
+class VAEmotionConfig:
+    qwen: Qwen2_5_VLConfig
+    ast: ASTConfig
+    adapter: AudioAdapterConfig
+    audio_dtype: Any = jnp.float32   # compute dtype of the AST
+
+
+class VAEmotionLLM(nn.Module):
+    config: VAEmotionConfig
+
+    def setup(self):
+        c = self.config
+        self.backbone = Qwen2_5_VL(c.qwen)
+        self.audio_encoder = ASTModel(c.ast, dtype=c.audio_dtype)
+        self.audio_adapter = make_audio_adapter(c.adapter, c.ast.num_tokens, c.ast.hidden_size)
+
+    def video_tokens(self, pixel_values, vision_layout) -> jnp.ndarray:
+        """z_v (B, N, D) from the frozen vision tower."""
+        return jax.lax.stop_gradient(self.backbone.encode_video(pixel_values, vision_layout))
+
+    def audio_features(self, fbank) -> jnp.ndarray:
+        """Frozen AST features (B, T_a, d_a) of normalised fbank (B, frames, 128)."""
+        return jax.lax.stop_gradient(self.audio_encoder(fbank).last_hidden_state)
+
+    def audio_tokens(self, fbank) -> jnp.ndarray:
+        """z_a (B, L_v, D): the adapter maps AST features into the visual token space."""
+        return self.audio_adapter(self.audio_features(fbank))
+
+    def hidden(self, input_ids, position_ids, attention_mask, tokens) -> jnp.ndarray:
+        """Final hidden states (B, S, D) with `tokens` (B, N, D) at the video placeholders."""
+        x = self.backbone.embed(input_ids, tokens)
+        h, _ = self.backbone.decode(x, position_ids, causal_mask(attention_mask))
+        return h
+
+    def logits(self, hidden) -> jnp.ndarray:
+        return self.backbone.logits(hidden)
+
+    def __call__(self, fbank, pixel_values, vision_layout, input_ids, position_ids,
+                 attention_mask) -> Any:
+        """Both pathways (used to create params): returns (teacher, student) hidden states."""
+        zv = self.video_tokens(pixel_values, vision_layout)
+        za = self.audio_tokens(fbank)
+        return (self.hidden(input_ids, position_ids, attention_mask, zv),
+                self.hidden(input_ids, position_ids, attention_mask, za))

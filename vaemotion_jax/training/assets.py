@@ -1,0 +1,81 @@
+"""The embedded default's assets, made on first use in the cache ($VAEMOTION_CACHE or
+~/.cache/vaemotion_jax) and reused: the synthetic world, the tiny tokenizer, a tiny AST and the
+tiny captioning backbone. Each is an ordinary directory (Hugging Face layout for weights), so
+the stages load them exactly as they load real checkpoints.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+from flax import linen as nn
+
+log = logging.getLogger("vaemotion_jax.assets")
+
+
+@dataclass(frozen=True)
+class Assets:
+    world_dir: str
+    tokenizer_dir: str
+    backbone_path: str
+    audio_encoder_path: str
+
+
+def cache_dir() -> str:
+    from vaemotion_jax.data.synth import cache_dir as root
+    return root()
+
+
+def tiny_audio_encoder(max_length: int, seed: int = 0) -> str:
+    """A random tiny AST (frozen in both stages, like a pretrained encoder) saved as a HF dir.
+
+    Random but fixed: its features are a fixed random transform of the fbank; the adapter
+    learns to read them."""
+    from vaemotion_jax.checkpoints.ast import export_ast
+    from vaemotion_jax.models.ast import init_params, tiny
+
+    cfg = tiny().replace(max_length=max_length)
+    key = hashlib.sha256(json.dumps([cfg.to_hf(), seed]).encode()).hexdigest()[:12]
+    final = os.path.join(cache_dir(), "tiny_ast", key)
+    if os.path.exists(os.path.join(final, "config.json")):
+        return final
+    tmp = f"{final}.tmp{os.getpid()}"
+    export_ast(nn.meta.unbox(init_params(cfg, jax.random.key(seed))), cfg, tmp)
+    _publish(tmp, final)
+    return final
+
+
+def tiny_backbone(world_dir: str, tokenizer_dir: str, prompts: Sequence[str]) -> str:
+    """The tiny Qwen2.5-VL fine-tuned to caption the world (trained once, then cached)."""
+    from vaemotion_jax.training.backbone_sft import recipe_key, train_captioner
+
+    final = os.path.join(cache_dir(), "tiny_backbone", recipe_key(world_dir, tokenizer_dir, prompts))
+    if os.path.exists(os.path.join(final, "config.json")):
+        return final
+    log.info("teaching the tiny backbone to caption the synthetic world (once; cached in %s)", final)
+    return train_captioner(final, world_dir, tokenizer_dir, prompts)
+
+
+def default_assets(prompts: Sequence[str], audio_max_length: int) -> Assets:
+    from vaemotion_jax.data.synth import default_world_dir
+    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+
+    world = default_world_dir()
+    tokenizer = default_tiny_tokenizer_dir()
+    return Assets(world, tokenizer, tiny_backbone(world, tokenizer, prompts),
+                  tiny_audio_encoder(audio_max_length))
+
+
+def _publish(tmp: str, final: str) -> None:
+    """Renames a finished temporary directory into place (another process may have won)."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,55 @@
+"""Host-side formatting of one training example: chat tokens, M-RoPE positions, loss targets,
+and the vision layout, all as fixed-shape NumPy arrays (the pipeline pads and batches them).
+
+Shapes per example (S = tokens, A = max loss targets, G/Q/N = the vision bucket):
+  input_ids (S,) int32, position_ids (S, 3) int32 (t, h, w streams),
+  target_index (A,) int32: the positions whose logits predict the targets, target_ids (A,),
+  target_mask (A,) bool, patch_index (G, Q), patch_hw (G, Q, 2), token_index (N,).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
+from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
+from vaemotion_jax.models.qwen2_5_vl.vision_layout import build_layout
+from vaemotion_jax.processing.chat import encode_chat
+
+
+def chat_arrays(tokenizer, qwen: Qwen2_5_VLConfig, turns: Sequence[dict], grid, second_per_grid: float,
+                max_targets: int, add_generation_prompt: bool = False) -> dict[str, np.ndarray]:
+    """Tokens of a conversation about one video, its positions, and the assistant targets."""
+    n_video = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2
+    enc = encode_chat(tokenizer, turns, video_tokens=n_video,
+                      add_generation_prompt=add_generation_prompt)
+    ids = enc["input_ids"].astype(np.int32)
+    positions = rope_index_one(ids, [tuple(int(g) for g in grid)], [second_per_grid], qwen)
+    targets = np.flatnonzero(enc["assistant_mask"])[:max_targets]
+    pad = max_targets - targets.size
+    return {
+        "input_ids": ids,
+        "position_ids": positions.T.astype(np.int32),
+        "target_index": np.pad(targets - 1, (0, pad)).astype(np.int32),
+        "target_ids": np.pad(ids[targets], (0, pad)).astype(np.int32),
+        "target_mask": np.pad(np.ones(targets.size, bool), (0, pad)),
+    }
+
+
+def layout_arrays(qwen: Qwen2_5_VLConfig, grid) -> dict[str, np.ndarray]:
+    """The vision layout of a single-video example (its own pixel rows)."""
+    lay = build_layout([[tuple(int(g) for g in grid)]], qwen.vision)
+    return {"patch_index": lay.patch_index[0], "patch_hw": lay.patch_hw[0],
+            "token_index": lay.token_index[0]}
+
+
+def batch_layout(batch: dict) -> dict:
+    """The vision layout fields of a batch, as the model's `vision_layout` argument."""
+    return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+
+
+def attention_mask(batch: dict) -> np.ndarray:
+    """(B, S) int32 from the padded ids and their lengths (right padding)."""
+    s = batch["input_ids"].shape[1]
+    return (np.arange(s)[None] < batch["input_ids_length"][:, None]).astype(np.int32)

@@ -1,0 +1,133 @@
+"""What every stage's training run shares: mesh, global batches, logging, the checkpointed loop.
+
+The loop is plain: next batch -> jitted step -> log / evaluate / checkpoint. A rerun of the same
+command resumes from the newest checkpoint (train state + data iterator position), refusing when
+the frozen weights differ.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaemotion_jax import sharding
+from vaemotion_jax.training.checkpoint import Checkpointer, check_same_run
+
+log = logging.getLogger("vaemotion_jax.train")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    for noisy in ("absl", "orbax", "jax._src", "grain"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def enable_compilation_cache(path: str) -> None:
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Process-local NumPy batch -> global arrays sharded on the batch axis (strings dropped)."""
+    out = {}
+    for name, value in batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "USO":
+            continue
+        spec = sharding.batch_sharding(mesh, value.ndim)
+        out[name] = jax.make_array_from_process_local_data(spec, value)
+    return out
+
+
+class Progress:
+    """Console progress line and TensorBoard scalars."""
+
+    def __init__(self, workdir: str, total_steps: int, batch_size: int):
+        from tensorboardX import SummaryWriter
+
+        self.total, self.batch = total_steps, batch_size
+        self.writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
+        self.t0, self.step0 = time.time(), None
+
+    def start(self, step: int) -> None:
+        self.t0, self.step0 = time.time(), step
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", float(v), step)
+            self.writer.flush()
+
+    def line(self, step: int, values: dict[str, float]) -> str:
+        done = step - (self.step0 or 0)
+        rate = done / max(time.time() - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        text = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+        return (f"step {step}/{self.total} {text} | {rate * self.batch:.1f} clips/s "
+                f"| ETA {eta / 60:.1f} min")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, make_batch,
+               step_fn: Callable, meta: dict, log_every: int, checkpoint_every: int, keep: int,
+               eval_every: int = 0, eval_fn: Callable | None = None, batch_size: int = 1,
+               async_checkpoints: bool = True) -> Any:
+    """Runs `step_fn(state, frozen, batch) -> (state, metrics)` until `steps`, resuming first.
+
+    make_batch(host_batch) -> device batch; eval_fn(state, step) -> dict of scalars.
+    """
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), checkpoint_every, keep,
+                        async_checkpoints)
+    start = ckpt.latest_step() or 0
+    if start:
+        check_same_run(ckpt.read_meta(start), meta, ckpt.directory)
+        state, data_state, _ = ckpt.restore(start, state)
+        iterator.set_state(data_state)
+        log.info("resumed from %s at step %d (data epoch %d, position %d)", ckpt.directory, start,
+                 data_state["epoch"], data_state["position"])
+    progress = Progress(workdir, steps, batch_size)
+    progress.start(start)
+    pending: list[dict] = []
+    try:
+        for step in range(start, steps):
+            state, metrics = step_fn(state, frozen, make_batch(next(iterator)))
+            pending.append(metrics)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                values = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                values["skipped"] = float(state.skipped)
+                pending = []
+                log.info(progress.line(done, values))
+                progress.scalars(done, values)
+            if eval_fn is not None and eval_every and done % eval_every == 0 and done != steps:
+                values = eval_fn(state, done)
+                progress.scalars(done, values, "heldout")
+            ckpt.save(done, state, iterator.get_state(), meta, force=done == steps)
+        log.info("%s", iterator.summary())
+    finally:
+        ckpt.close()
+        progress.close()
+        iterator.close()
+    return state
+
+
+def place(tree: Any, mesh, logical: Any = None) -> Any:
+    """Device-puts a param tree onto `mesh`, by logical names where known (else replicated)."""
+    if logical is None:
+        return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    shard = sharding.param_shardings(logical, mesh)
+    return jax.tree.map(lambda x, s: jax.device_put(x, s), tree, shard)
+
+
+def as_float(x) -> float:
+    return float(jnp.asarray(x))

@@ -1,0 +1,312 @@
+"""Runs Stage 1 from a config: assets, weights, teacher responses, training, held-out report.
+
+Order of work: resolve the weights (the embedded default builds its world, tokenizer, tiny AST
+and captioning backbone once) -> load the frozen backbone and audio encoder onto the mesh ->
+initialise the adapter -> cache the teacher's responses -> measure the held-out set -> train
+(resuming from the newest checkpoint) -> measure again -> export the adapter.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from vaemotion_jax import sharding
+from vaemotion_jax.checkpoints.ast import load_ast
+from vaemotion_jax.checkpoints.mapping import flatten
+from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
+from vaemotion_jax.checkpoints.safetensors_io import save_safetensors_dir
+from vaemotion_jax.data.decode import DecodeOptions
+from vaemotion_jax.data.manifest import Record, read_manifest
+from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.processing.vision import VideoPreprocessConfig
+from vaemotion_jax.training import runner, stage1
+from vaemotion_jax.training.assets import Assets, default_assets
+from vaemotion_jax.training.checkpoint import fingerprint
+from vaemotion_jax.training.state import create_state, make_optimizer, split_params
+
+log = logging.getLogger("vaemotion_jax.stage1")
+
+
+# --- what the run reads -------------------------------------------------------------------------
+
+def resolve_assets(c) -> Assets:
+    """Weights and data locations: the config's, or the embedded default's."""
+    if c.model == "tiny" and not c.backbone_path:
+        a = default_assets(c.prompts, c.data.audio_max_length)
+    else:
+        if not c.backbone_path or not c.audio_encoder_path:
+            raise ValueError(f"model {c.model!r} needs --config.backbone_path and "
+                             "--config.audio_encoder_path (local Hugging Face directories)")
+        a = Assets("", c.backbone_path, c.backbone_path, c.audio_encoder_path)
+    if c.audio_encoder_path:
+        a = Assets(a.world_dir, a.tokenizer_dir, a.backbone_path, c.audio_encoder_path)
+    world = c.data.world_dir or a.world_dir
+    return Assets(world, a.tokenizer_dir, a.backbone_path, a.audio_encoder_path)
+
+
+def split_records(c, assets: Assets, manifest_name: str) -> tuple[list[Record], list[Record]]:
+    """(train, held-out) records: the held-out manifest if given, else the split field."""
+    path = c.data.train_manifest or os.path.join(assets.world_dir, manifest_name)
+    records, problems = read_manifest(path, strict=c.data.strict)
+    for p in problems:
+        log.warning("skipped %s", p)
+    if c.data.heldout_manifest:
+        heldout, more = read_manifest(c.data.heldout_manifest, strict=c.data.strict)
+        for p in more:
+            log.warning("skipped %s", p)
+        return records, heldout
+    return ([r for r in records if r.split != "heldout"], [r for r in records if r.split == "heldout"])
+
+
+def video_grid(c) -> tuple[int, int, int]:
+    """The one video grid every example has (fixed frame count and frame size)."""
+    if c.data.num_frames is None or c.data.resized_hw is None:
+        raise ValueError("stage configs need data.num_frames and data.resized_hw: the audio "
+                         "adapter emits a fixed number of tokens, so every clip must have one grid")
+    vp = VideoPreprocessConfig(tuple(c.data.resized_hw), c.data.min_pixels, c.data.max_pixels)
+    return vp.grid_thw(c.data.num_frames, *c.data.resized_hw)
+
+
+def example_fn(c, assets: Assets, qwen) -> ExampleFn:
+    return ExampleFn(
+        decode=DecodeOptions(num_frames=c.data.num_frames),
+        format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=assets.tokenizer_dir,
+                                    qwen=qwen, prompts=tuple(c.prompts), seed=c.seed),
+        video_kwargs=dict(resized_hw=tuple(c.data.resized_hw), min_pixels=c.data.min_pixels,
+                          max_pixels=c.data.max_pixels),
+        fbank_frames=c.data.audio_max_length)
+
+
+def pipeline(c, qwen, batch_size: int, train: bool) -> PipelineConfig:
+    return PipelineConfig(
+        batch_size=batch_size, buckets={"prompt_ids": tuple(c.data.seq_buckets)},
+        pad_values={"prompt_ids": qwen.pad_token_id}, seed=c.seed, shuffle=train,
+        num_epochs=None if train else 1, shard_index=jax.process_index() if train else 0,
+        shard_count=jax.process_count() if train else 1, drop_remainder=train,
+        worker_count=c.data.num_workers if train else 0, strict=c.data.strict)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def build(c, assets: Assets, mesh):
+    """Loads the frozen weights onto the mesh and initialises the adapter."""
+    qwen_model, qwen_params = load_qwen2_5_vl(
+        assets.backbone_path, dtype=jnp.dtype(c.param_dtype), mesh=mesh, compute_dtype=c.dtype,
+        scan_layers=c.scan_layers, remat=c.remat)
+    ast_model, ast_params = load_ast(assets.audio_encoder_path, dtype=jnp.dtype(c.param_dtype),
+                                     mesh=mesh)
+    qwen = qwen_model.config
+    grid = video_grid(c)
+    if ast_model.config.max_length != c.data.audio_max_length:
+        raise ValueError(f"{assets.audio_encoder_path}: the encoder takes {ast_model.config.max_length}"
+                         f" fbank frames, data.audio_max_length is {c.data.audio_max_length}")
+    adapter_cfg = AudioAdapterConfig(
+        kind=c.adapter.kind, num_tokens=int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2,
+        out_dim=qwen.text.hidden_size, seq_hidden=c.adapter.seq_hidden,
+        channel_hidden=c.adapter.channel_hidden, activation=c.adapter.activation)
+    adapter = make_audio_adapter(adapter_cfg, ast_model.config.num_tokens,
+                                 ast_model.config.hidden_size)
+    feats = jnp.zeros((1, ast_model.config.num_tokens, ast_model.config.hidden_size))
+    boxed = jax.eval_shape(lambda r: adapter.init(r, feats)["params"], jax.random.key(0))
+    init = jax.jit(lambda r: nn.meta.unbox(adapter.init(r, feats)["params"]),
+                   out_shardings=sharding.param_shardings(boxed, mesh))
+    adapter_params = init(jax.random.key(c.seed))
+    model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype))
+    params = {"backbone": qwen_params, "audio_encoder": ast_params, "audio_adapter": adapter_params}
+    return model, qwen_model, params, adapter_cfg
+
+
+def fill_teacher_cache(cache: stage1.ResponseCache, records: Sequence[Record], c, assets, qwen,
+                       qwen_model, backbone_params) -> None:
+    """Generates (once) the teacher's response to every (clip, prompt) pair of `records`."""
+    missing = [r for r in records
+               if cache.get(r.id, stage1.prompt_for(r.id, c.prompts, c.seed)) is None]
+    if not missing:
+        return
+    log.info("teacher: generating responses for %d clips (cached in %s)", len(missing), cache.path)
+    it = make_iterator(missing, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))
+    done, t0 = 0, time.time()
+    for batch in it:
+        n = int(batch["valid"].sum())
+        responses = stage1.teacher_responses(qwen_model, backbone_params, batch, qwen,
+                                             c.max_response_tokens)
+        cache.add({cache.key(i, stage1.prompt_for(i, c.prompts, c.seed)): r
+                   for i, r, ok in zip(batch["id"], responses, batch["valid"]) if ok})
+        done += n
+        log.info("teacher: %d/%d clips (%.1f clips/s)", done, len(missing), done / (time.time() - t0))
+    log.info("%s", it.summary())
+
+
+def responses_for(batch: dict, cache: stage1.ResponseCache, c) -> list[list[int]]:
+    out = []
+    for clip, ok in zip(batch["id"], batch["valid"]):
+        r = cache.get(str(clip), stage1.prompt_for(str(clip), c.prompts, c.seed)) if ok else []
+        if r is None:
+            raise KeyError(f"no cached teacher response for clip {clip!r}")
+        out.append(r)
+    return out
+
+
+class HeldOut:
+    """The held-out clips, prepared once: KL / top-1 of eq. (1)'s distributions, and how often
+    the audio-only response names the attributes the video response names."""
+
+    def __init__(self, c, batches: list[dict], model, qwen_model, mesh, vocabulary, tokenizer):
+        self.c, self.batches, self.model, self.qwen_model = c, batches, model, qwen_model
+        self.mesh, self.vocabulary, self.tok = mesh, vocabulary, tokenizer
+        self.step = jax.jit(functools.partial(stage1.eval_step, model=model, tau=c.tau))
+        self.audio = jax.jit(lambda p, fb: model.apply({"params": p}, fb,
+                                                       method=VAEmotionLLM.audio_tokens))
+
+    def distributions(self, params) -> dict[str, float]:
+        sums, n = {}, 0.0
+        for batch in self.batches:
+            out = self.step(params, runner.global_batch(batch, self.mesh))
+            valid = batch["valid"].astype(np.float64)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v) * valid))
+            n += valid.sum()
+        return {k: v / max(n, 1.0) for k, v in sums.items()}
+
+    def responses(self, params) -> tuple[list[str], list[str]]:
+        """(teacher texts, student texts) for the held-out clips."""
+        teacher, student = [], []
+        for batch in self.batches:
+            z_a = self.audio(params, jnp.asarray(batch["fbank"]))
+            out = stage1.teacher_responses(self.qwen_model, params["backbone"], batch,
+                                           self.qwen_model.config, self.c.max_response_tokens,
+                                           visual_tokens=np.asarray(z_a))
+            for b in np.flatnonzero(batch["valid"]):
+                n = int(batch["prompt_ids_length"][b])
+                t_ids = batch["input_ids"][b][n:][batch["attention_mask"][b][n:]]
+                teacher.append(self.tok.decode(t_ids, skip_special_tokens=True))
+                student.append(self.tok.decode(out[b], skip_special_tokens=True))
+        return teacher, student
+
+    def report(self, params) -> dict[str, float]:
+        values = self.distributions(params)
+        if self.vocabulary:
+            t, s = self.responses(params)
+            values["attribute_agreement"] = stage1.attribute_agreement(t, s, self.vocabulary)
+            values["example_teacher"], values["example_student"] = t[0], s[0]
+        return values
+
+
+def world_vocabulary(world_dir: str) -> dict[str, list[str]]:
+    path = os.path.join(world_dir, "world.json")
+    if not world_dir or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)["factors"]
+
+
+def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
+    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(jax.device_get(v))
+               for k, v in flatten(params).items()}
+    save_safetensors_dir(tensors, path)
+    with open(os.path.join(path, "adapter_config.json"), "w") as f:
+        json.dump(cfg.__dict__, f, indent=2)
+
+
+def run(c) -> dict[str, Any]:
+    """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
+    from configs import common
+    c = common.resolve(c)
+    runner.enable_compilation_cache(c.compilation_cache)
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    workdir = os.path.abspath(c.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    assets = resolve_assets(c)
+    log.info("backbone %s | audio encoder %s | data %s", assets.backbone_path,
+             assets.audio_encoder_path, c.data.train_manifest or assets.world_dir)
+    with mesh:
+        model, qwen_model, params, adapter_cfg = build(c, assets, mesh)
+        qwen = qwen_model.config
+        backbone_fp = fingerprint(assets.backbone_path)
+        meta = {"backbone": {"path": assets.backbone_path, "fingerprint": backbone_fp},
+                "audio_encoder": {"path": assets.audio_encoder_path,
+                                  "fingerprint": fingerprint(assets.audio_encoder_path)},
+                "adapter": adapter_cfg.__dict__, "stage": "stage1", "align": c.align,
+                "seed": c.seed, "batch_size": c.data.batch_size}
+        train, heldout = split_records(c, assets, "stage1.jsonl")
+        heldout = heldout[:c.eval_clips]
+        cache = stage1.ResponseCache(os.path.join(workdir, "teacher_cache"), backbone_fp,
+                                     c.max_response_tokens)
+        fill_teacher_cache(cache, list(heldout) + (list(train) if c.teacher_responses == "cache"
+                                                   else []), c, assets, qwen, qwen_model,
+                           params["backbone"])
+
+        def complete(batch):
+            if c.teacher_responses == "cache":
+                responses = responses_for(batch, cache, c)
+            else:
+                responses = stage1.teacher_responses(qwen_model, params["backbone"], batch, qwen,
+                                                     c.max_response_tokens)
+            return stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets,
+                                           c.max_response_tokens, qwen.pad_token_id)
+
+        tokenizer = stage1._tokenizer(assets.tokenizer_dir)
+        eval_batches = [complete(b) for b in make_iterator(
+            heldout, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))]
+        held = HeldOut(c, eval_batches, model, qwen_model, mesh, world_vocabulary(assets.world_dir),
+                       tokenizer)
+
+        trainable, frozen = split_params(params, tuple(c.trainable))
+        tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,
+                            c.optim.grad_clip, c.optim.b1, c.optim.b2)
+        state = create_state(trainable, tx, jax.random.key_data(jax.random.key(c.seed)))
+        step_fn = jax.jit(functools.partial(stage1.train_step, model=model, tx=tx, tau=c.tau,
+                                            align=c.align), donate_argnums=(0,))
+        start = held.report(params)
+        log.info("held-out before training: %s", _fmt(start))
+        it = make_iterator(train, example_fn(c, assets, qwen),
+                           pipeline(c, qwen, c.data.batch_size // jax.process_count(), True))
+
+        def eval_fn(state, step):
+            values = held.distributions({**frozen, **state.params})
+            log.info("held-out at step %d: %s", step, _fmt(values))
+            return values
+
+        state = runner.train_loop(
+            workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
+            make_batch=lambda b: runner.global_batch(complete(b), mesh), step_fn=step_fn,
+            meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
+            keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn,
+            batch_size=c.data.batch_size)
+        end = held.report({**frozen, **state.params})
+        log.info("held-out after training: %s", _fmt(end))
+        export_adapter(state.params["audio_adapter"], adapter_cfg,
+                       os.path.join(workdir, "audio_adapter"))
+    summary = {"start": start, "end": end, "steps": c.steps, "skipped_steps": int(state.skipped)}
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(report_table(summary))
+    return summary
+
+
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v!r}" for k, v in values.items())
+
+
+def report_table(summary: dict) -> str:
+    s, e = summary["start"], summary["end"]
+    lines = ["", "Stage 1 (VG-Align) on held-out clips        before     after"]
+    for k, name in (("kl", "KL(teacher || student) per token"), ("top1", "top-1 agreement"),
+                    ("attribute_agreement", "audio response names the video's attributes")):
+        if k in s:
+            lines.append(f"  {name:<42} {s[k]:8.4f}  {e[k]:8.4f}")
+    if "example_teacher" in e:
+        lines.append(f"  video response: {e['example_teacher']!r}")
+        lines.append(f"  audio response: {e['example_student']!r}")
+    return "\n".join(lines)
