@@ -92,8 +92,7 @@ def test_gradient_reaches_only_the_adapter_when_the_encoder_is_frozen(frozen):
     adapter = make_audio_adapter(AudioAdapterConfig(num_tokens=8, out_dim=24),
                                  ast_cfg.num_tokens, ast_cfg.hidden_size)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 128)), jnp.float32)
-    params = {"ast": nn.meta.unbox(jax.jit(init_params, static_argnums=0)(ast_cfg,
-                                                                          jax.random.key(0))),
+    params = {"ast": nn.meta.unbox(init_params(ast_cfg, jax.random.key(0))),
               "adapter": nn.meta.unbox(jax.jit(adapter.init)(
                   jax.random.key(1), jnp.zeros((1, ast_cfg.num_tokens, ast_cfg.hidden_size)))
                   ["params"])}

@@ -180,8 +180,10 @@ def test_bad_arguments_are_clear_errors():
     x = signal("noise", 0.1)
     with pytest.raises(ValueError, match="positive whole number of Hz"):
         fbank(x, 0)
-    with pytest.raises(ValueError, match="positive whole number of Hz"):
-        resample_audio(x, 22050.5)
+    for rate in (22050.5, float("inf"), float("nan"), "16000", True, None):
+        with pytest.raises(ValueError, match="positive whole number of Hz"):
+            resample_audio(x, rate)
+    assert resample_audio(x, np.int64(32000)).shape == (len(x) // 2,)
     with pytest.raises(ValueError, match="max_length must be positive"):
         fbank(x, SR, max_length=0)
     with pytest.raises(ValueError, match="no clips"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import flax
@@ -228,8 +229,10 @@ class ASTModel(nn.Module):
         return ASTOutput(last_hidden_state=x)
 
 
+@partial(jax.jit, static_argnums=0)
 def init_params(config: ASTConfig, rng: jax.Array) -> Any:
-    """Random params, boxed with their logical axis names (`nn.meta.unbox` to strip)."""
+    """Random params, boxed with their logical axis names (`nn.meta.unbox` to strip).
+    Jitted: op-by-op initialisation of the scanned layers takes seconds even for `tiny`."""
     dummy = jnp.zeros((1, config.max_length, config.num_mel_bins), jnp.float32)
     return ASTModel(config).init(rng, dummy)["params"]
 

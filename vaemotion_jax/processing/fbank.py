@@ -77,9 +77,13 @@ def _channel_axis(shape: tuple[int, int], channel_axis: int | None, what: str) -
 
 
 def _sample_rate(rate, what: str) -> int:
-    if isinstance(rate, bool) or not np.isscalar(rate) or float(rate) != int(rate) or rate <= 0:
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(rate, (bool, str)) or not (value > 0 and value.is_integer()):
         raise ValueError(f"{what}: sample rate must be a positive whole number of Hz, got {rate!r}")
-    return int(rate)
+    return int(value)
 
 
 def resample_audio(waveform, sample_rate: int, target_rate: int = SAMPLE_RATE,
