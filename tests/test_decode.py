@@ -169,3 +169,11 @@ def test_strict_mode_fails_at_the_first_with_the_same_message(bad_manifest, file
     with pytest.raises(BadExample) as e:
         next(strict)
     assert logged == [f"skipped {e.value}"]
+
+
+def test_an_endless_run_over_only_bad_files_stops_with_a_message(files):
+    records = [Record(id=k, media=files[k]) for k in ("unreadable", "no_audio")]
+    fn = ExampleFn(decode=DecodeOptions(num_frames=2), features="raw", format_fn=raw_format)
+    it = make_iterator(records, fn, PipelineConfig(batch_size=1))
+    with pytest.raises(RuntimeError, match=r"no usable example in a whole epoch of 2 records.*1 no_audio, 1 unreadable"):
+        next(it)

@@ -213,7 +213,7 @@ class PipelineConfig:
     even_shards: bool = True
     drop_remainder: bool = True
     worker_count: int = 0
-    worker_buffer_size: int = 2
+    worker_buffer_size: int = 4
     read_threads: int = 1
     strict: bool = False
 
@@ -289,6 +289,7 @@ class BatchIterator:
         """The next good example, or None at the end of the data; skips (and counts) bad ones."""
         if self._source is None:
             self._source = self._open()
+        bad_in_a_row = 0
         for element in self._source:
             self.position += 1
             if not isinstance(element, Skipped):
@@ -298,6 +299,10 @@ class BatchIterator:
                 raise BadExample(element.path, element.reason, element.kind)
             self.skipped[element.kind] += 1
             log.warning("skipped %s", element.message)
+            bad_in_a_row += 1
+            if bad_in_a_row >= self.epoch_length:  # else an endless run would spin forever
+                raise RuntimeError(f"no usable example in a whole epoch of {self.epoch_length} records; "
+                                   f"{self.summary()} (see the warnings above)")
         return None
 
     def __next__(self) -> dict[str, np.ndarray]:
