@@ -130,7 +130,8 @@ def probe(path: str) -> MediaInfo:
         )
 
 
-def sample_times(start: float, end: float, fps: float | None = None, num_frames: int | None = None) -> np.ndarray:
+def sample_times(start: float, end: float, fps: float | None = None,
+                 num_frames: int | None = None) -> np.ndarray:
     """Times (T,) at which to take frames: centres of T equal slices of [start, end].
 
     With `fps`, T = max(1, floor((end - start) * fps)); with `num_frames`, T = num_frames.

@@ -75,7 +75,8 @@ def import_vggsound(csv_path: str, clips_dir: str, split: str | None = None) -> 
         for lineno, row in enumerate(csv.reader(f), 1):
             where = f"{csv_path}:{lineno}"
             if len(row) != 4:
-                result.problems.append(f"{where}: expected 4 columns youtube_id,start_seconds,label,split, got {len(row)}")
+                result.problems.append(f"{where}: expected 4 columns youtube_id,start_seconds,label,split, "
+                                       f"got {len(row)}")
                 continue
             youtube_id, start_text, label, row_split = (x.strip() for x in row)
             try:
@@ -93,7 +94,8 @@ def import_vggsound(csv_path: str, clips_dir: str, split: str | None = None) -> 
                 continue
             path, cut = found
             window = {} if cut else {"start": float(start), "end": float(start + VGGSOUND_SECONDS)}
-            result.records.append(Record(id=clip_id, media=path, split=row_split, meta={"label": label}, **window))
+            result.records.append(Record(id=clip_id, media=path, split=row_split, meta={"label": label},
+                                         **window))
     return result
 
 
@@ -142,7 +144,8 @@ def import_videoinstruct(json_path: str, videos_dir: str, min_seconds: float | N
         k = per_video[vid] = per_video.get(vid, -1) + 1
         result.records.append(Record(
             id=f"{vid}-{k}", media=media[vid],
-            conversations=[{"role": "user", "content": item["q"]}, {"role": "assistant", "content": item["a"]}]))
+            conversations=[{"role": "user", "content": item["q"]},
+                           {"role": "assistant", "content": item["a"]}]))
     return result
 
 

@@ -58,7 +58,8 @@ def _progress(items, enabled: bool):
     return tqdm(items, desc="checking files", unit="record", file=sys.stderr)
 
 
-def inspect_manifest(path: str, quick: bool = False, streams: str = "auto", progress: bool = True) -> tuple[str, list[str]]:
+def inspect_manifest(path: str, quick: bool = False, streams: str = "auto",
+                     progress: bool = True) -> tuple[str, list[str]]:
     """(report text, problems) of a manifest; an empty problem list means it is clean."""
     try:
         records, problems = read_manifest(path)
@@ -87,7 +88,8 @@ def _report(path, records, durations, problems, kinds) -> str:
         lines.append(_counts("modality", (r.modality for r in records)))
         lines.append(_counts("category", (f"{r.modality}/{r.category}" if r.modality and r.category
                                           else r.category for r in records)))
-        coverage = ", ".join(f"{p} {sum(bool(r.labels and p in r.labels) for r in records)}/{n}" for p in PATHWAYS)
+        covered = {p: sum(bool(r.labels and p in r.labels) for r in records) for p in PATHWAYS}
+        coverage = ", ".join(f"{p} {k}/{n}" for p, k in covered.items())
         lines.append(f"labels per pathway: {coverage}")
         lines.append(f"with conversations: {sum(r.conversations is not None for r in records)}, "
                      f"multiple choice: {sum(r.question is not None for r in records)}, "
@@ -103,7 +105,8 @@ def _report(path, records, durations, problems, kinds) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.data.inspect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.data.inspect",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("manifest")
     p.add_argument("--quick", action="store_true", help="read file headers only, do not decode")
     p.add_argument("--streams", choices=("auto", "video", "audio", "both"), default="auto")

@@ -53,7 +53,6 @@ PEAK = {"dark": 0.2, "bright": 0.6}
 SCALE = {"minor": (0, 2, 3, 5, 7, 8, 10, 12), "major": (0, 2, 4, 5, 7, 9, 11, 12)}
 RGB = {"red": (220, 40, 40), "blue": (50, 80, 230), "green": (40, 190, 60), "yellow": (235, 215, 40)}
 BACKGROUND = {"dark": (25, 45), "bright": (190, 225)}  # grey level range
-SOUND_WORDS = {"shape": TIMBRE, "colour": REGISTER, "motion": TEMPO, "brightness": MODE}
 
 # Emotion: each factor value contributes (valence, arousal); a pathway's label is a weighted sum
 # over the four factors with weights that sum to 1, so labels stay in [-1, 1].
@@ -271,7 +270,8 @@ def render_audio(spec: ClipSpec, cfg: WorldConfig) -> np.ndarray:
         t = np.arange(n) / sr
         attack, release = np.minimum(1.0, t / 0.01), np.minimum(1.0, (n - 1 - np.arange(n)) / (0.02 * sr))
         envelope = attack * np.exp(-1.5 * t) * release
-        out[start:start + n] += envelope * _tone(TIMBRE[sound["shape"]], tonic * 2 ** (scale[degree] / 12), t, sr / 2)
+        pitch = tonic * 2 ** (scale[degree] / 12)
+        out[start:start + n] += envelope * _tone(TIMBRE[sound["shape"]], pitch, t, sr / 2)
     t = np.arange(total) / sr
     chord = sum(np.sin(2 * np.pi * tonic * 2 ** (scale[d] / 12) * t) for d in triad) / 3
     out = 0.75 * out + 0.25 * chord * np.minimum(1.0, t / 0.05)
@@ -285,7 +285,8 @@ def write_mp4(path: str, frames: np.ndarray, fps: int, audio: np.ndarray, sample
 
     tmp = f"{path}.tmp{os.getpid()}"
     with av.open(tmp, "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        video = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast", "threads": "1"})
+        video = container.add_stream("libx264", rate=fps,
+                                     options={"crf": "18", "preset": "veryfast", "threads": "1"})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         sound = container.add_stream("aac", rate=sample_rate, layout="mono")
         for frame in frames:
@@ -310,7 +311,8 @@ def render_clip(args: tuple[ClipSpec, WorldConfig, str]) -> str:
 
 def caption(picture: dict) -> str:
     """e.g. "a fast red circle on a bright background"."""
-    return f"a {picture['motion']} {picture['colour']} {picture['shape']} on a {picture['brightness']} background"
+    p = picture
+    return f"a {p['motion']} {p['colour']} {p['shape']} on a {p['brightness']} background"
 
 
 def sound_description(sound: dict) -> str:
@@ -344,10 +346,10 @@ PICTURE_QUESTIONS = {
 }
 
 
-def _choice(rng, correct: str, pool, k: int = 3) -> tuple[list[str], str]:
-    """Four options (correct + k distractors from `pool`) in a random order, and the answer letter."""
+def _choice(rng, correct: str, pool) -> tuple[list[str], str]:
+    """Four options (correct + 3 distractors from `pool`) in a random order, and the answer letter."""
     distractors = [p for p in dict.fromkeys(pool) if p != correct]
-    picked = [distractors[i] for i in rng.choice(len(distractors), size=k, replace=False)]
+    picked = [distractors[i] for i in rng.choice(len(distractors), size=3, replace=False)]
     options = picked + [correct]
     order = rng.permutation(len(options))
     options = [options[i] for i in order]
@@ -566,8 +568,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder to write the world into")
     p.add_argument("--num-clips", type=int, default=WorldConfig.num_clips)
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
-    p.add_argument("--mismatch", type=float, default=WorldConfig.mismatch, help="fraction of clips whose sound has its own factors")
-    p.add_argument("--heldout", type=float, default=WorldConfig.heldout, help="fraction of clips held out for the benchmark")
+    p.add_argument("--mismatch", type=float, default=WorldConfig.mismatch,
+                   help="fraction of clips whose sound has its own factors")
+    p.add_argument("--heldout", type=float, default=WorldConfig.heldout,
+                   help="fraction of clips held out for the benchmark")
     p.add_argument("--seconds", type=float, default=WorldConfig.seconds)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
