@@ -140,6 +140,22 @@ def test_resume_through_orbax_with_worker_processes(records, tmp_path):
     assert_same_batches(head + tail, full)
 
 
+def test_grain_checkpoint_handler_saves_one_state_per_process(records, tmp_path):
+    import grain
+    import orbax.checkpoint as ocp
+
+    full = take(iterator(records, seed=9), 5)
+    first = iterator(records, seed=9)
+    head = take(first, 2)
+    with ocp.CheckpointManager(str(tmp_path / "ckpt"), item_names=("data",)) as manager:
+        manager.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(first)))
+        manager.wait_until_finished()
+        assert (tmp_path / "ckpt" / "2" / "data" / "process_0-of-1.json").exists()
+        resumed = iterator(records, seed=9)
+        manager.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+    assert_same_batches(head + take(resumed, 3), full)
+
+
 def test_state_of_another_pipeline_is_refused(records):
     state = iterator(records, seed=1).get_state()
     with pytest.raises(ValueError, match="seed is 1 in the state but 2 here"):

@@ -20,7 +20,9 @@
   (good or skipped) in this shard's endless shuffled sequence, with `epoch` and
   `index_in_epoch` derived from it. Restoring rebuilds the Grain pipeline from that position,
   so a resumed run sees exactly the examples an uninterrupted run would, with any number of
-  workers. Save it with Orbax as JSON (`ocp.args.JsonSave(it.get_state())`).
+  workers. Save it with Orbax: `grain.checkpoint.CheckpointSave(it)` writes one small JSON file
+  per process (needed in multi-host runs, where each process reads its own shard);
+  `ocp.args.JsonSave(it.get_state())` is enough on one host.
 
 Worker processes (`worker_count > 0`) are started with "spawn": the calling script needs an
 `if __name__ == "__main__":` guard, and `format_fn` must be picklable (a module-level function or
@@ -37,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import grain
 import numpy as np
 
 from vaemotion_jax.data.decode import BadExample, Clip, DecodeOptions, SAMPLE_RATE, decode_record
@@ -234,11 +237,16 @@ def _ensure_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-class BatchIterator:
-    """Iterates batches; `get_state()` / `set_state()` give an exact, worker-count-free resume."""
+class BatchIterator(grain.DatasetIterator):
+    """Iterates batches; `get_state()` / `set_state()` give an exact, worker-count-free resume.
+
+    A Grain `DatasetIterator`, so `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`
+    save one state file per process in multi-host runs (Orbax's JsonSave writes only process 0's).
+    """
 
     def __init__(self, records: Sequence[Record], example_fn: ExampleFn, config: PipelineConfig,
                  manifest_problems: Sequence[str] = ()):
+        super().__init__()
         self.config = config
         self.records = shard_records(records, config.shard_index, config.shard_count, config.even_shards)
         if not self.records:
@@ -261,8 +269,6 @@ class BatchIterator:
         return self.position // self.epoch_length
 
     def _build_dataset(self):
-        import grain
-
         ds = grain.MapDataset.source(self.records)
         if self.config.shuffle:
             ds = ds.shuffle(seed=self.config.seed)
@@ -271,8 +277,6 @@ class BatchIterator:
         return ds.map(functools.partial(_make_example, self.example_fn, limits))
 
     def _open(self):
-        import grain
-
         cfg = self.config
         ds = self._dataset[self.position:].to_iter_dataset(
             grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(1, 2 * cfg.read_threads)))
@@ -287,8 +291,7 @@ class BatchIterator:
 
     def _next_example(self) -> dict | None:
         """The next good example, or None at the end of the data; skips (and counts) bad ones."""
-        if self._source is None:
-            self._source = self._open()
+        self.start_prefetch()
         bad_in_a_row = 0
         for element in self._source:
             self.position += 1
@@ -347,8 +350,14 @@ class BatchIterator:
         self.examples = int(state["examples"])
         self.skipped = Counter({k: int(v) for k, v in state["skipped"].items()})
 
+    def start_prefetch(self) -> None:
+        """Starts reading (and the worker processes) before the first batch is asked for."""
+        if self._source is None:
+            self._source = self._open()
+
     def close(self) -> None:
-        """Stops worker processes (a new iteration reopens them at the current position)."""
+        """Stops worker processes; unlike other Grain iterators, the next batch reopens them at
+        the current position."""
         if self._source is not None and hasattr(self._source, "close"):
             self._source.close()
         self._source = None
