@@ -80,6 +80,7 @@ def main():
     records = read_manifest(os.path.join(world, "stage1.jsonl"))[0] + \
         read_manifest(os.path.join(world, "captions.jsonl"))[0]
     records = records[: args.clips]
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{len(records)} clips of {synth.WorldConfig.seconds:g} s, {synth.WorldConfig.width}x"
           f"{synth.WorldConfig.height} at {synth.WorldConfig.fps} fps, best of {args.repeats} passes, 1 process")
     rows = []
@@ -96,6 +97,7 @@ def main():
             rate = pipeline_rate(records, workers, size)
             per = rate / max(workers, 1)
             print(f"  {size:5s} workers={workers}: {rate:7.1f} clips/s, {per:7.1f} per worker")
+    print(f"load average after: {os.getloadavg()[0]:.1f} (numbers from a shared machine vary with it)")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,19 @@ def make_mp4(path: str, seconds: float = 2.0, fps: int = 8, size: tuple[int, int
 
 
 def make_wav(path: str, seconds: float = 1.0, rate: int = 22050, tone: float = 330.0) -> str:
+    """Writes a mono sine as .wav/.flac (soundfile) or .mp3 (PyAV's libmp3lame); returns the path."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     t = np.arange(int(round(seconds * rate))) / rate
-    soundfile.write(path, 0.3 * np.sin(2 * np.pi * tone * t), rate)
+    wave = (0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32)
+    if not path.endswith(".mp3"):
+        soundfile.write(path, wave, rate)
+        return path
+    with av.open(path, "w") as c:
+        stream = c.add_stream("libmp3lame", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode())
     return path
 
 

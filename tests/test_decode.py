@@ -53,8 +53,9 @@ def test_audio_resampled_to_16k_mono(tmp_path):
     assert 0.2 < np.abs(audio).max() < 0.4  # stereo averaged to mono keeps the sine's level
 
 
-def test_audio_only_files(tmp_path):
-    wav = make_wav(str(tmp_path / "tone.wav"), seconds=1.0, rate=22050, tone=330.0)
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3"])
+def test_audio_only_files(tmp_path, ext):
+    wav = make_wav(str(tmp_path / f"tone.{ext}"), seconds=1.0, rate=22050, tone=330.0)
     info = probe(wav)
     assert info.has_audio and not info.has_video and info.sample_rate == 22050
     clip = decode_record(Record(id="w", media=wav), DecodeOptions(video=False))
