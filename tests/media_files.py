@@ -19,12 +19,19 @@ def grey(i: int) -> int:
 
 def make_mp4(path: str, seconds: float = 2.0, fps: int = 8, size: tuple[int, int] = (48, 64),
              audio_rate: int | None = 16000, channels: int = 1, tone: float = 440.0,
-             faststart: bool = False) -> str:
-    """Writes an H.264 (+ AAC unless `audio_rate` is None) mp4; returns its path."""
+             faststart: bool = False, keyframe_every: int | None = None,
+             loud_from: float | None = None) -> str:
+    """Writes an H.264 (+ AAC unless `audio_rate` is None) mp4; returns its path.
+
+    The sine has amplitude 0.3, or 0.1 before and 0.5 from `loud_from` seconds on.
+    """
     n = int(round(seconds * fps))
     options = {"movflags": "+faststart"} if faststart else {}
+    codec = {"threads": "1"}
+    if keyframe_every:
+        codec.update(g=str(keyframe_every), keyint_min=str(keyframe_every), sc_threshold="0")
     with av.open(path, "w", format="mp4", options=options) as c:
-        v = c.add_stream("libx264", rate=fps, options={"threads": "1"})
+        v = c.add_stream("libx264", rate=fps, options=codec)
         v.height, v.width = size
         v.pix_fmt = "yuv420p"
         a = None
@@ -36,7 +43,8 @@ def make_mp4(path: str, seconds: float = 2.0, fps: int = 8, size: tuple[int, int
         c.mux(v.encode())
         if a is not None:
             t = np.arange(int(round(seconds * audio_rate))) / audio_rate
-            wave = (0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32)
+            amplitude = 0.3 if loud_from is None else np.where(t < loud_from, 0.1, 0.5)
+            wave = (amplitude * np.sin(2 * np.pi * tone * t)).astype(np.float32)
             frame = av.AudioFrame.from_ndarray(np.stack([wave] * channels), format="fltp",
                                                layout="mono" if channels == 1 else "stereo")
             frame.sample_rate, frame.pts = audio_rate, 0

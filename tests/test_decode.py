@@ -45,6 +45,15 @@ def test_fixed_frame_count_over_a_window(files):
     assert clip.audio.shape == (16000,) and clip.audio.dtype == np.float32
 
 
+def test_window_after_a_seek_keeps_frames_and_audio_aligned(tmp_path):
+    path = make_mp4(str(tmp_path / "gop.mp4"), seconds=2.25, keyframe_every=4, loud_from=1.0)
+    clip = decode_record(Record(id="k", media=path, start=1.3, end=2.0), DecodeOptions(num_frames=3))
+    assert frame_index(clip.frames) == [11, 13, 15]  # times 1.42, 1.65, 1.88 s at 8 fps
+    clip = decode_record(Record(id="k", media=path, start=0.5, end=1.2), DecodeOptions(num_frames=2))
+    quiet, loud = np.abs(clip.audio[7700:7950]).max(), np.abs(clip.audio[8050:8300]).max()
+    assert clip.audio.shape == (11200,) and quiet == pytest.approx(0.1, abs=0.02) and loud == pytest.approx(0.5, abs=0.05)
+
+
 def test_audio_resampled_to_16k_mono(tmp_path):
     path = make_mp4(str(tmp_path / "stereo.mp4"), audio_rate=44100, channels=2, tone=440.0)
     audio = decode_audio(path, 0.25, 1.75)
