@@ -6,7 +6,9 @@
 
 * Sharding: process `shard_index` of `shard_count` reads records[shard_index::shard_count]; with
   `even_shards` every shard gets the same number of records (the remainder is left out), so all
-  hosts of a multi-host run agree on the epoch length.
+  hosts of a multi-host run agree on the epoch length. With finite epochs a host that skips more
+  bad examples makes fewer batches: check the manifest first (`python -m
+  vaemotion_jax.data.inspect`) or evaluate on one host.
 * Bad input: the example function never raises on a bad record or file; it returns `Skipped`
   (file, reason, kind), and the main process logs "skipped FILE: REASON", counts it by kind,
   and moves on (`summary()` on demand, logged at the end). `strict=True` raises `BadExample`
@@ -278,16 +280,13 @@ class BatchIterator(grain.DatasetIterator):
 
     def _open(self):
         cfg = self.config
-        ds = self._dataset[self.position:].to_iter_dataset(
-            grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(1, 2 * cfg.read_threads)))
+        read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(1, 2 * cfg.read_threads))
+        ds = self._dataset[self.position:].to_iter_dataset(read)
         if cfg.worker_count > 0:
             _ensure_flags_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size))
         return iter(ds)
-
-    def __iter__(self):
-        return self
 
     def _next_example(self) -> dict | None:
         """The next good example, or None at the end of the data; skips (and counts) bad ones."""
