@@ -124,9 +124,10 @@ def _layout_shapes(rule: Rule, shapes: list[tuple[int, ...]], dtypes: list[np.dt
     return [o.shape for o in outs]
 
 
-def load_params(path: str, keymap: KeyMap, abstract: dict[str, Any], dtype: Any = None,
-                shardings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Loads a HF safetensors directory into our flat param dict, strictly.
+def load_params(path: str | SafetensorsDir, keymap: KeyMap, abstract: dict[str, Any],
+                dtype: Any = None, shardings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Loads a HF safetensors directory (a path or an opened `SafetensorsDir`) into our flat
+    param dict, strictly.
 
     abstract: our param path -> ShapeDtypeStruct (from `jax.eval_shape` of the model's init).
     dtype: cast every tensor to this dtype (None keeps the checkpoint's dtype).
@@ -134,7 +135,7 @@ def load_params(path: str, keymap: KeyMap, abstract: dict[str, Any], dtype: Any 
       their shards with `jax.make_array_from_callback`, one layer at a time, so the model never
       sits whole in host memory. Without it, arrays land on the default device.
     """
-    ckpt = SafetensorsDir(path)
+    ckpt = path if isinstance(path, SafetensorsDir) else SafetensorsDir(path)
     _check_coverage(keymap, abstract)
 
     consumed: set[str] = set()

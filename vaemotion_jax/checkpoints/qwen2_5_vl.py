@@ -12,7 +12,8 @@ from vaemotion_jax.checkpoints.mapping import (KeyMap, Rule, copy, export_params
                                                unflatten)
 from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir, save_safetensors_dir
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig, read_hf_config, to_hf_dict
-from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, abstract_params
+from vaemotion_jax.models.lora import split_lora
+from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, abstract_params, init_lora_params
 from vaemotion_jax.sharding import param_shardings
 
 # File-key prefixes: transformers writes the 4.x names; some tools keep the nested 5.x names.
@@ -69,29 +70,41 @@ def _naming_of(ckpt: SafetensorsDir) -> str:
 
 
 def load_qwen2_5_vl(path: str, dtype: Any = None, mesh: jax.sharding.Mesh | None = None,
-                    **runtime) -> tuple[Qwen2_5_VL, dict]:
+                    lora_rng: jax.Array | None = None, **runtime) -> tuple[Qwen2_5_VL, dict]:
     """Loads a local Hugging Face Qwen2.5-VL directory (config.json + safetensors).
 
     dtype: cast the weights (e.g. jnp.bfloat16); None keeps the stored dtype.
     mesh: place each tensor straight into its shards by the logical rules (no whole-model copy
       on the host). runtime: Qwen2_5_VLConfig runtime fields (dtype of activations via
-      `dtype=` is separate: pass e.g. `compute_dtype="bfloat16"`), scan_layers, remat, rope_index.
+      `dtype=` is separate: pass e.g. `compute_dtype="bfloat16"`), scan_layers, remat, rope_index,
+      lora_*. With lora_rank > 0 the base weights are loaded strictly as without LoRA and fresh
+      LoRA params (float32, B = 0, A from `lora_rng`, default key 0) are added.
     Returns (model, params) with `model.apply({"params": params}, ...)`.
     """
     if "compute_dtype" in runtime:
         runtime["dtype"] = runtime.pop("compute_dtype")
     cfg = read_hf_config(path, **runtime)
-    boxed = abstract_params(cfg)
+    boxed = abstract_params(cfg.replace(lora_rank=0))
     abstract = flatten(nn.meta.unbox(boxed))
     shardings = flatten(param_shardings(boxed, mesh)) if mesh is not None else None
     naming = _naming_of(SafetensorsDir(path))
     flat = load_params(path, keymap(cfg, naming), abstract, dtype, shardings)
+    if cfg.lora_rank:
+        rng = jax.random.key(0) if lora_rng is None else lora_rng
+        flat.update(flatten(init_lora_params(cfg, rng, mesh)))
     return Qwen2_5_VL(cfg), unflatten(flat)
 
 
 def export_qwen2_5_vl(params: dict, config: Qwen2_5_VLConfig, path: str,
                       max_shard_bytes: int = 5 * 2**30) -> list[str]:
-    """Writes params + config.json in the Hugging Face layout (loadable by transformers)."""
+    """Writes params + config.json in the Hugging Face layout (loadable by transformers).
+    LoRA weights are refused: merge them first (`models.lora.merge_lora`) or export them apart
+    (`checkpoints.peft.export_lora_peft`)."""
+    lora = sorted(flatten(split_lora(nn.meta.unbox(params))[1]))
+    if lora:
+        raise ValueError(f"params hold LoRA weights ({lora[0]}, ...), which a Hugging Face "
+                         f"Qwen2.5-VL checkpoint has no place for: merge them into the kernels with "
+                         f"merge_lora(params, config.lora) or export them with export_lora_peft")
     tensors = export_params(flatten(nn.meta.unbox(params)), keymap(config))
     os.makedirs(path, exist_ok=True)
     return save_safetensors_dir(tensors, path, to_hf_dict(config), max_shard_bytes)

@@ -74,9 +74,10 @@ def _read_header(path: str) -> dict[str, TensorInfo]:
 
 
 class SafetensorsDir:
-    """The tensors of a Hugging Face checkpoint directory, by key, memory-mapped on demand."""
+    """The tensors of a Hugging Face checkpoint directory, by key, memory-mapped on demand.
+    `filename` names the unsharded file (e.g. PEFT's "adapter_model.safetensors")."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, filename: str = SINGLE_FILE):
         self.path = str(path)
         if not os.path.isdir(self.path):
             raise CheckpointError(f"{self.path}: not a directory")
@@ -100,8 +101,8 @@ class SafetensorsDir:
                         raise CheckpointError(f"{index}: lists {key!r} in {shard}, which does "
                                               f"not contain it")
                     self.tensors[key] = infos[key]
-        elif SINGLE_FILE in files:
-            self.tensors = _read_header(os.path.join(self.path, SINGLE_FILE))
+        elif filename in files:
+            self.tensors = _read_header(os.path.join(self.path, filename))
         else:
             pickles = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
             if pickles:
@@ -110,7 +111,7 @@ class SafetensorsDir:
                     "Pickle checkpoints can run arbitrary code and are refused; convert them with "
                     "transformers: `Model.from_pretrained(dir).save_pretrained(out, "
                     "safe_serialization=True)`.")
-            raise CheckpointError(f"{self.path}: no {SINGLE_FILE} or {INDEX_FILE}")
+            raise CheckpointError(f"{self.path}: no {filename} or {INDEX_FILE}")
         self._maps: dict[str, np.memmap] = {}
 
     def keys(self) -> Iterable[str]:
@@ -136,8 +137,9 @@ class SafetensorsDir:
 
 
 def save_safetensors_dir(tensors: Mapping[str, np.ndarray], path: str, config: dict | None = None,
-                         max_shard_bytes: int = 5 * 2**30, metadata: dict | None = None) -> list[str]:
-    """Writes `tensors` as `model.safetensors` (or shards plus an index) and optional config.json."""
+                         max_shard_bytes: int = 5 * 2**30, metadata: dict | None = None,
+                         filename: str = SINGLE_FILE) -> list[str]:
+    """Writes `tensors` as `filename` (or shards plus an index) and optional config.json."""
     os.makedirs(path, exist_ok=True)
     items = sorted(tensors.items())
     shards: list[list[tuple[str, np.ndarray]]] = [[]]
@@ -149,7 +151,7 @@ def save_safetensors_dir(tensors: Mapping[str, np.ndarray], path: str, config: d
             size = 0
         shards[-1].append((key, arr))
         size += nbytes
-    names = ([SINGLE_FILE] if len(shards) == 1 else
+    names = ([filename] if len(shards) == 1 else
              [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
     weight_map = {}
     for name, shard in zip(names, shards):

@@ -10,6 +10,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from vaemotion_jax.models.lora import LoRASpec
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -81,6 +83,20 @@ class Qwen2_5_VLConfig:
     rope_index: str = "qwen"         # "qwen": text after a video resumes at max position + 1
                                      # (the released model, transformers 4.5x); "transformers5":
                                      # resumes at start + max(H', W') (transformers 5.x)
+    # LoRA on the decoder's attention projections (models/lora.py); rank 0 = no LoRA params.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0         # the LoRA delta is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0        # on the LoRA input; active only with deterministic=False
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o")
+
+    def __post_init__(self):
+        # a tuple keeps the config hashable (it is a static argument of jitted functions)
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        LoRASpec(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+
+    @property
+    def lora(self) -> LoRASpec:
+        return LoRASpec(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
 
     def replace(self, **kw) -> "Qwen2_5_VLConfig":
         return dataclasses.replace(self, **kw)

@@ -17,11 +17,13 @@ from flax import linen as nn
 from flax import struct
 
 from vaemotion_jax.models.layers import Dense
+from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import get_rope_index, mrope_cos_sin, videos_per_example
 from vaemotion_jax.models.qwen2_5_vl.text import Decoder
 from vaemotion_jax.models.qwen2_5_vl.vision import VisionTower
 from vaemotion_jax.models.qwen2_5_vl.vision_layout import build_layout
+from vaemotion_jax.sharding import param_shardings
 
 
 @struct.dataclass
@@ -70,7 +72,7 @@ class Qwen2_5_VL(nn.Module):
             c.text.vocab_size, c.text.hidden_size, dtype=dt,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                         ("vocab", "embed")))
-        self.llm = Decoder(c.text, dt, c.scan_layers, c.remat)
+        self.llm = Decoder(c.text, dt, c.scan_layers, c.remat, c.lora)
         self.lm_head = Dense(c.text.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dt)
 
     # -- pieces (each usable on its own through `model.apply(..., method=...)`) ---------------
@@ -91,11 +93,13 @@ class Qwen2_5_VL(nn.Module):
         gathered = jnp.take_along_axis(visual_tokens.astype(x.dtype), n[..., None], axis=1)
         return jnp.where(is_visual[..., None], gathered, x)
 
-    def decode(self, embeds, position_ids, mask, cache=None, cache_index=0):
-        """embeds (B, S, D), position_ids (3, B, S), mask (B, S, T) -> (hidden, cache)."""
+    def decode(self, embeds, position_ids, mask, cache=None, cache_index=0,
+               deterministic: bool = True):
+        """embeds (B, S, D), position_ids (3, B, S), mask (B, S, T) -> (hidden, cache).
+        deterministic=False: LoRA dropout on (pass rngs={"dropout": key} to apply)."""
         t = self.config.text
         cos, sin = mrope_cos_sin(position_ids, t.head_dim, t.rope_theta, t.mrope_section)
-        return self.llm(embeds, cos, sin, mask, cache, cache_index)
+        return self.llm(embeds, cos, sin, mask, cache, cache_index, deterministic)
 
     def logits(self, hidden) -> jnp.ndarray:
         return self.lm_head(hidden)
@@ -104,7 +108,8 @@ class Qwen2_5_VL(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, pixel_values_videos=None,
                  video_grid_thw=None, second_per_grid_ts=None, position_ids=None,
-                 vision_layout=None, visual_tokens=None, return_logits: bool = True) -> Output:
+                 vision_layout=None, visual_tokens=None, return_logits: bool = True,
+                 deterministic: bool = True) -> Output:
         """input_ids (B, S). Visual input is either pixels (+ grid or precomputed layout) or
         ready `visual_tokens` (B, N, D) for the placeholders. Returns `Output`."""
         if attention_mask is None:
@@ -123,7 +128,8 @@ class Qwen2_5_VL(nn.Module):
         if pixel_values_videos is not None and visual_tokens is None:
             visual_tokens = self.encode_video(pixel_values_videos, vision_layout)
         x = self.embed(input_ids, visual_tokens)
-        hidden, _ = self.decode(x, jnp.asarray(position_ids), causal_mask(attention_mask))
+        hidden, _ = self.decode(x, jnp.asarray(position_ids), causal_mask(attention_mask),
+                                deterministic=deterministic)
         return Output(self.logits(hidden) if return_logits else None, hidden)
 
 
@@ -147,3 +153,19 @@ def init_params(config: Qwen2_5_VLConfig, rng: jax.Array) -> Any:
 def abstract_params(config: Qwen2_5_VLConfig) -> Any:
     """Boxed ShapeDtypeStructs of every param, without allocating anything."""
     return jax.eval_shape(lambda r: init_params(config, r), jax.random.key(0))
+
+
+def init_lora_params(config: Qwen2_5_VLConfig, rng: jax.Array,
+                     mesh: jax.sharding.Mesh | None = None) -> Any:
+    """Fresh LoRA params only (A random, B zero), unboxed, e.g. to add to loaded base weights.
+
+    The whole init is traced but only the LoRA leaves are returned, so XLA computes nothing
+    else; with `mesh` they are created in their shards by the logical rules.
+    """
+    if config.lora_rank == 0:
+        raise ValueError("init_lora_params: the config has lora_rank 0 (no LoRA params)")
+    lora_of = lambda r: split_lora(init_params(config, r))[1]
+    out_shardings = None
+    if mesh is not None:
+        out_shardings = param_shardings(jax.eval_shape(lora_of, rng), mesh)
+    return jax.jit(lambda r: nn.meta.unbox(lora_of(r)), out_shardings=out_shardings)(rng)

@@ -2,6 +2,10 @@
 
 The cache is explicit data, not a Flax collection: per layer k/v of shape (B, T, KV, hd),
 stacked over layers, passed in and returned, so prefill and decode are pure functions.
+
+LoRA (models/lora.py) wraps the q/k/v/o projections when `lora.rank` > 0. `deterministic`
+(a call argument of `Decoder`, default True) turns LoRA dropout off; it becomes a static
+attribute of the scanned layer, so train and eval steps compile separately.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vaemotion_jax.models.layers import Dense, RMSNorm, activation, attention
+from vaemotion_jax.models.lora import LoRADense, LoRASpec
 from vaemotion_jax.models.qwen2_5_vl.config import TextConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import apply_rotary
 from vaemotion_jax.models.remat import remat_policy
@@ -21,6 +26,14 @@ from vaemotion_jax.sharding import constrain
 class Attention(nn.Module):
     cfg: TextConfig
     dtype: Any = jnp.float32
+    lora: LoRASpec = LoRASpec()
+    deterministic: bool = True
+
+    def proj(self, name: str, features: int, axes: tuple[str, str], use_bias: bool = True):
+        """The projection `name`, with a LoRA branch when the spec targets it."""
+        rank = self.lora.rank if self.lora.on(name) else 0
+        return LoRADense(features, axes, use_bias, self.dtype, rank, self.lora.alpha,
+                         self.lora.dropout, self.deterministic, name=name)
 
     @nn.compact
     def __call__(self, x, cos, sin, mask, cache, cache_index):
@@ -28,9 +41,9 @@ class Attention(nn.Module):
         (B, T, KV, hd) written at `cache_index`. Returns (out (B, S, D), new cache or None)."""
         c = self.cfg
         b, s, _ = x.shape
-        q = Dense(c.num_heads * c.head_dim, ("embed", "heads"), dtype=self.dtype, name="q")(x)
-        k = Dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), dtype=self.dtype, name="k")(x)
-        v = Dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), dtype=self.dtype, name="v")(x)
+        q = self.proj("q", c.num_heads * c.head_dim, ("embed", "heads"))(x)
+        k = self.proj("k", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"))(x)
+        v = self.proj("v", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"))(x)
         q = apply_rotary(q.reshape(b, s, c.num_heads, c.head_dim), cos, sin)
         k = apply_rotary(k.reshape(b, s, c.num_kv_heads, c.head_dim), cos, sin)
         v = v.reshape(b, s, c.num_kv_heads, c.head_dim)
@@ -40,8 +53,8 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
             cache = (k, v)
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-        out = Dense(c.hidden_size, ("heads", "embed"), use_bias=False, dtype=self.dtype,
-                    name="o")(out.reshape(b, s, -1))
+        out = self.proj("o", c.hidden_size, ("heads", "embed"), use_bias=False)(
+            out.reshape(b, s, -1))
         return out, cache
 
 
@@ -61,11 +74,13 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     cfg: TextConfig
     dtype: Any = jnp.float32
+    lora: LoRASpec = LoRASpec()
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, x, cache, cos, sin, mask, cache_index):
         c = self.cfg
-        h, cache = Attention(c, self.dtype, name="attn")(
+        h, cache = Attention(c, self.dtype, self.lora, self.deterministic, name="attn")(
             RMSNorm(c.rms_norm_eps, "embed", name="input_norm")(x), cos, sin, mask, cache,
             cache_index)
         x = x + h
@@ -80,17 +95,21 @@ class Decoder(nn.Module):
     dtype: Any = jnp.float32
     scan_layers: bool = True
     remat: str = "none"
+    lora: LoRASpec = LoRASpec()
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache=None, cache_index=0):
-        """x (B, S, D); cache None or (k, v) of (L, B, T, KV, hd). Returns (hidden, cache)."""
+    def __call__(self, x, cos, sin, mask, cache=None, cache_index=0, deterministic: bool = True):
+        """x (B, S, D); cache None or (k, v) of (L, B, T, KV, hd). deterministic=False turns on
+        LoRA dropout (needs a "dropout" rng). Returns (hidden, cache)."""
         c = self.cfg
         layer = DecoderLayer
         if self.remat != "none":
             layer = nn.remat(DecoderLayer, policy=remat_policy(self.remat), prevent_cse=False)
-        layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        layers = nn.scan(layer, variable_axes={"params": 0},
+                         split_rngs={"params": True, "dropout": True},
                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                          length=c.num_layers, unroll=1 if self.scan_layers else c.num_layers,
                          metadata_params={nn.PARTITION_NAME: "layers"})
-        x, cache = layers(c, self.dtype, name="layers")(x, cache, cos, sin, mask, cache_index)
+        x, cache = layers(c, self.dtype, self.lora, deterministic, name="layers")(
+            x, cache, cos, sin, mask, cache_index)
         return RMSNorm(c.rms_norm_eps, "embed", name="norm")(x), cache
