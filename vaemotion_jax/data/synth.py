@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-WORLD_VERSION = 2  # 2: RGB->YUV done in NumPy, so the encoded bytes are reproducible
+WORLD_VERSION = 3  # 3: x264 without mbtree, so the bytes are reproducible
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = ("red", "blue", "green", "yellow")
@@ -279,35 +279,20 @@ def render_audio(spec: ClipSpec, cfg: WorldConfig) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H * 3 // 2, W) uint8 planar YUV 4:2:0, BT.601 limited range.
-
-    Done here rather than by FFmpeg's scaler, whose rounding depends on the input buffer's
-    alignment and would make the encoded bytes vary from call to call.
-    """
-    rgb = frame.astype(np.float64)
-    y = 16 + rgb @ np.array([65.481, 128.553, 24.966]) / 255
-    cb = 128 + rgb @ np.array([-37.797, -74.203, 112.0]) / 255
-    cr = 128 + rgb @ np.array([112.0, -93.786, -18.214]) / 255
-    h, w = frame.shape[:2]
-    quarter = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).reshape(h // 4, w)
-    planes = np.concatenate([y, quarter(cb), quarter(cr)])
-    return np.clip(np.round(planes), 0, 255).astype(np.uint8)
-
-
 def write_mp4(path: str, frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int) -> None:
-    """Writes frames (T, H, W, 3) uint8 (H, W multiples of 4) and audio (N,) float32 as H.264 +
-    AAC, bit-exactly."""
+    """Writes frames (T, H, W, 3) uint8 and audio (N,) float32 as H.264 + AAC, bit-exactly."""
     import av
 
     tmp = f"{path}.tmp{os.getpid()}"
     with av.open(tmp, "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        video = container.add_stream("libx264", rate=fps,
-                                     options={"crf": "18", "preset": "veryfast", "threads": "1"})
+        # x264's macroblock-tree rate control (mbtree) made the bytes depend on what the process
+        # had encoded before (an uninitialised read, we believe); without it they are reproducible.
+        video = container.add_stream("libx264", rate=fps, options={
+            "crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         sound = container.add_stream("aac", rate=sample_rate, layout="mono")
         for frame in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")))
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(video.encode())
         chunk = av.AudioFrame.from_ndarray(audio[None, :], format="fltp", layout="mono")
         chunk.sample_rate, chunk.pts = sample_rate, 0
