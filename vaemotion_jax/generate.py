@@ -90,11 +90,14 @@ def _generate(model, params, input_ids, attention_mask, position_ids, start_posi
 def greedy_generate(model: Qwen2_5_VL, params: Any, input_ids, attention_mask=None,
                     pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None,
                     visual_tokens=None, max_new_tokens: int = 64, eos_token_ids=None,
-                    pad_token_id: int | None = None, vision_bucket=None) -> np.ndarray:
+                    pad_token_id: int | None = None, vision_bucket=None,
+                    position_ids=None) -> np.ndarray:
     """Greedy continuation of left-padded prompts.
 
     input_ids/attention_mask (B, S) NumPy; video inputs as for the model's forward, or ready
     `visual_tokens` (B, N, D) for the placeholders (the audio pathway uses this).
+    position_ids (3, B, S): positions computed elsewhere (e.g. the joint audio+video layout);
+    by default they follow the video grids.
     Returns new tokens (B, max_new_tokens) int32, `pad_token_id` after each row's end token.
     """
     cfg = model.config
@@ -105,8 +108,14 @@ def greedy_generate(model: Qwen2_5_VL, params: Any, input_ids, attention_mask=No
         raise ValueError("greedy_generate needs left-padded prompts (last column all real tokens)")
     grids = None if video_grid_thw is None else np.asarray(video_grid_thw)
     # positions follow the video grid even when other tokens (audio) stand in for the video
-    prep = prepare_inputs(cfg, input_ids, attention_mask, grids, second_per_grid_ts, vision_bucket)
+    prep = prepare_inputs(cfg, input_ids, attention_mask, grids if position_ids is None or
+                          pixel_values_videos is not None else None, second_per_grid_ts,
+                          vision_bucket)
     use_pixels = visual_tokens is None and pixel_values_videos is not None
+    if position_ids is not None:
+        prep["position_ids"] = np.asarray(position_ids, np.int32)
+        last = np.where(attention_mask[None].astype(bool), prep["position_ids"], -1).max((0, 2))
+        prep["rope_deltas"] = last + 1 - attention_mask.sum(1)
     start = attention_mask.sum(1) + prep["rope_deltas"]        # first generated token's position
     eos = np.atleast_1d(np.asarray(cfg.eos_token_id if eos_token_ids is None else eos_token_ids,
                                    np.int32))

@@ -4,9 +4,15 @@
       --map(ExampleFn: validate -> decode -> features -> format_fn)--> [worker processes]
       --> BatchIterator (main process): skip and count bad examples, pad to buckets, batch
 
-* Sharding: process `shard_index` of `shard_count` reads records[shard_index::shard_count]; with
-  `even_shards` every shard gets the same number of records (the remainder is left out), so all
-  hosts of a multi-host run agree on the epoch length. With finite epochs a host that skips more
+* Sharding, `shard_by="batch"` (training): every process walks the same shuffled sequence of
+  all records, cut into global batches of `batch_size * shard_count`, and makes only its slice
+  of each global batch. A run on P processes then trains on exactly the global batches a
+  1-process run with the same global batch size sees, and the state (a position in that one
+  sequence) is the same on every process.
+* Sharding, `shard_by="records"`: process `shard_index` of `shard_count` reads
+  records[shard_index::shard_count]; with `even_shards` every shard gets the same number of
+  records (the remainder is left out), so all hosts of a multi-host run agree on the epoch
+  length. With finite epochs a host that skips more
   bad examples makes fewer batches: check the manifest first (`python -m
   vaemotion_jax.data.inspect`) or evaluate on one host.
 * Bad input: the example function never raises on a bad record or file; it returns `Skipped`
@@ -216,6 +222,7 @@ class PipelineConfig:
     shard_index: int = 0
     shard_count: int = 1
     even_shards: bool = True
+    shard_by: str = "records"  # "records" | "batch" (see the module docstring)
     drop_remainder: bool = True
     worker_count: int = 0
     worker_buffer_size: int = 4
@@ -229,6 +236,31 @@ def shard_records(records: Sequence[Record], index: int, count: int, even: bool)
         raise ValueError(f"shard_index {index} is not in [0, {count})")
     mine = list(records[index::count])
     return mine[: len(records) // count] if even else mine
+
+
+class BatchSlice(grain.MapDataset):
+    """Process `index` of `count`'s part of every global batch of `local * count` elements:
+    local element k is parent element (k // local) * local * count + index * local + k % local."""
+
+    def __init__(self, parent: grain.MapDataset, index: int, count: int, local: int):
+        super().__init__(parent)
+        self._index, self._count, self._local = index, count, local
+        self._length = len(parent) // (local * count) * local
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _parent_index(self, k: int) -> int:
+        batch, offset = divmod(k, self._local)
+        return (batch * self._count + self._index) * self._local + offset
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._parent_index(index)]
+
+    def __str__(self) -> str:
+        return f"BatchSlice(process {self._index} of {self._count}, {self._local} per batch)"
 
 
 def _ensure_flags_parsed() -> None:
@@ -250,7 +282,11 @@ class BatchIterator(grain.DatasetIterator):
                  manifest_problems: Sequence[str] = ()):
         super().__init__()
         self.config = config
-        self.records = shard_records(records, config.shard_index, config.shard_count, config.even_shards)
+        if config.shard_by not in ("records", "batch"):
+            raise ValueError(f"shard_by must be 'records' or 'batch', got {config.shard_by!r}")
+        self.records = (list(records) if config.shard_by == "batch" else
+                        shard_records(records, config.shard_index, config.shard_count,
+                                      config.even_shards))
         if not self.records:
             raise ValueError(f"shard {config.shard_index}/{config.shard_count} has no records "
                              f"(of {len(records)})")
@@ -264,6 +300,9 @@ class BatchIterator(grain.DatasetIterator):
 
     @property
     def epoch_length(self) -> int:
+        """Examples this process makes per epoch (its share of the records)."""
+        if self.config.shard_by == "batch":
+            return max(1, len(self.records) // self.config.shard_count)
         return len(self.records)
 
     @property
@@ -275,6 +314,9 @@ class BatchIterator(grain.DatasetIterator):
         if self.config.shuffle:
             ds = ds.shuffle(seed=self.config.seed)
         ds = ds.repeat(self.config.num_epochs)
+        if self.config.shard_by == "batch":
+            ds = BatchSlice(ds, self.config.shard_index, self.config.shard_count,
+                            self.config.batch_size)
         limits = {name: max(sizes) for name, sizes in self.config.buckets.items()}
         return ds.map(functools.partial(_make_example, self.example_fn, limits))
 
@@ -335,12 +377,16 @@ class BatchIterator(grain.DatasetIterator):
         return {"version": STATE_VERSION, "position": self.position, "epoch": self.epoch,
                 "index_in_epoch": self.position % self.epoch_length, "epoch_length": self.epoch_length,
                 "seed": cfg.seed, "shuffle": cfg.shuffle, "shard_index": cfg.shard_index,
-                "shard_count": cfg.shard_count, "examples": self.examples, "skipped": dict(self.skipped)}
+                "shard_count": cfg.shard_count, "shard_by": cfg.shard_by, "examples": self.examples,
+                "skipped": dict(self.skipped)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continues from a state of an iterator over the same records and config."""
         mine = self.get_state()
-        for key in ("version", "epoch_length", "seed", "shuffle", "shard_index", "shard_count"):
+        keys = ["version", "epoch_length", "seed", "shuffle", "shard_by", "shard_count"]
+        if self.config.shard_by == "records":  # in "batch" mode every process has one position
+            keys.append("shard_index")
+        for key in keys:
             if state.get(key) != mine[key]:
                 raise ValueError(f"data iterator state does not fit this pipeline: {key} is {state.get(key)!r} "
                                  f"in the state but {mine[key]!r} here (same records, seed and sharding needed)")

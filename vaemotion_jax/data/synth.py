@@ -26,13 +26,14 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-WORLD_VERSION = 3  # 3: x264 without mbtree, so the bytes are reproducible
+WORLD_VERSION = 4  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = ("red", "blue", "green", "yellow")
@@ -175,7 +176,7 @@ def sample_specs(cfg: WorldConfig) -> list[ClipSpec]:
         r = np.random.default_rng([cfg.seed, WORLD_VERSION, i])
         picture = _draw_factors(r)
         sound = _draw_factors(r) if r.random() < cfg.mismatch else dict(picture)
-        radius = float(r.uniform(13, 20))
+        radius = float(r.uniform(24, 34))
         lo_x, hi_x, lo_y, hi_y = radius, cfg.width - radius, radius, cfg.height - radius
         specs.append(ClipSpec(
             index=i, picture=picture, sound=sound, radius=radius,
@@ -545,8 +546,9 @@ def default_world_dir(cfg: WorldConfig = WorldConfig(), workers: int = 2) -> str
     generated on first use.
 
     Generation goes to a temporary folder that is renamed into place, so an interrupted or
-    concurrent run never leaves a half-written world behind. Uses spawned worker processes: call
-    it under `if __name__ == "__main__":`.
+    concurrent run never leaves a half-written world behind. The parallel generation runs in a
+    child `python -m vaemotion_jax.data.synth`, so this is safe to call from any script or
+    notebook (spawned workers never re-import the caller's `__main__`).
     """
     digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
     final = os.path.join(cache_dir(), "synth", f"v{WORLD_VERSION}-n{cfg.num_clips}-seed{cfg.seed}-{digest}")
@@ -555,7 +557,16 @@ def default_world_dir(cfg: WorldConfig = WorldConfig(), workers: int = 2) -> str
     tmp = f"{final}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     _log(f"synth: generating the synthetic world into {final} (first use)")
-    generate(tmp, cfg, workers)
+    cli = {"num_clips", "seed", "mismatch", "heldout", "seconds"}
+    if workers > 1 and all(getattr(cfg, f.name) == f.default for f in fields(WorldConfig)
+                           if f.name not in cli):
+        subprocess.run([sys.executable, "-m", "vaemotion_jax.data.synth", "--out", tmp,
+                        "--workers", str(workers)] +
+                       [x for name in sorted(cli) for x in (f"--{name.replace('_', '-')}",
+                                                            str(getattr(cfg, name)))],
+                       check=True)
+    else:
+        generate(tmp, cfg, 1)
     try:
         os.rename(tmp, final)
     except OSError:  # another process finished first

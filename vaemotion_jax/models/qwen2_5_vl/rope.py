@@ -13,7 +13,7 @@ import numpy as np
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 
 
-def _video_block_positions(start: int, grid: Sequence[int], second_per_grid: float,
+def video_block_positions(start: int, grid: Sequence[int], second_per_grid: float,
                            cfg: Qwen2_5_VLConfig) -> np.ndarray:
     """(3, T'*H'*W') positions of one video's tokens starting at `start`."""
     m = cfg.vision.spatial_merge_size
@@ -50,7 +50,7 @@ def rope_index_one(ids: np.ndarray, grids: Sequence[Sequence[int]], seconds: Seq
             run = int(np.argmin(np.append(is_video[i:], False)))
             raise ValueError(f"video {v} has grid {tuple(int(x) for x in grids[v])} -> {n} tokens,"
                              f" but its placeholder run is {run} tokens long")
-        block = _video_block_positions(pos, grids[v], seconds[v], cfg)
+        block = video_block_positions(pos, grids[v], seconds[v], cfg)
         out[:, i:i + n] = block
         if cfg.rope_index == "qwen":
             pos = int(block.max()) + 1
