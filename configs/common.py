@@ -19,7 +19,7 @@ PRESETS = {
     # The embedded default: a tiny Qwen2.5-VL taught to caption the synthetic world, a tiny AST.
     "tiny": dict(
         qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=2.0, num_frames=4,
-        audio_max_length=208, adapter_seq_hidden=64, adapter_channel_hidden=128,
+        audio_max_length=300, adapter_seq_hidden=64, adapter_channel_hidden=128,
         min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
         mesh=(1, -1, 1), remat="none"),
     # The paper's setting: 512x512 video (-> 504x504, 324 tokens per 2 frames), 16 kHz audio.
@@ -82,6 +82,15 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.remat = ml_collections.FieldReference(None, field_type=str)        # none | full | dots
     c.scan_layers = True
     c.compilation_cache = "~/.cache/vaemotion_jax/xla"
+
+    # Multi-process runs: a coordinator "host:port" with this process's id (local / GPU nodes),
+    # or auto=True to let jax.distributed.initialize() read the TPU / SLURM environment.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = ""
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
+    c.distributed.auto = False
+    c.distributed.cpu_collectives = False   # gloo collectives for multi-process CPU runs
     return c
 
 

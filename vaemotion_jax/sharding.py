@@ -48,7 +48,8 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 
 def make_mesh(shape: Sequence[int] = (1, -1, 1), axis_names: Sequence[str] = MESH_AXES,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Builds a mesh of `shape` over `devices` (all by default); one -1 entry takes the rest."""
+    """Builds a mesh of `shape` over `devices` (all by default); one -1 entry takes the rest.
+    A fully given shape smaller than the device count uses the first devices (one process)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = list(shape)
     if shape.count(-1) > 1:
@@ -58,9 +59,14 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), axis_names: Sequence[str] = MES
         if len(devices) % known:
             raise ValueError(f"mesh shape {shape} does not divide {len(devices)} devices")
         shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
+    need = int(np.prod(shape))
+    if need > len(devices):
+        raise ValueError(f"mesh shape {tuple(shape)} needs {need} devices, "
                          f"{len(devices)} are available")
+    if need < len(devices) and jax.process_count() > 1:
+        raise ValueError(f"mesh shape {tuple(shape)} uses {need} of {len(devices)} devices; a "
+                         "multi-process run must use them all (put -1 on one axis)")
+    devices = devices[:need]
     auto = (jax.sharding.AxisType.Auto,) * len(shape)
     return jax.make_mesh(tuple(shape), tuple(axis_names), axis_types=auto, devices=devices)
 

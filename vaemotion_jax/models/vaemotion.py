@@ -21,8 +21,22 @@ from flax import linen as nn
 
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.ast import ASTConfig, ASTModel
+from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, causal_mask
+
+# Modality codes of an example's LLM input (stage 2): which tokens fill the placeholders.
+AUDIO, VIDEO, JOINT = 0, 1, 2
+MODALITY_CODES = {"a": AUDIO, "v": VIDEO, "av": JOINT}
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """The EmoAdapter of stage 2; hidden widths are ours (the paper gives none)."""
+    enhancer: bool = True
+    supervisor: bool = True
+    enhancer_hidden: int = 1024
+    supervisor_hidden: int = 256
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,7 @@ class VAEmotionConfig:
     ast: ASTConfig
     adapter: AudioAdapterConfig
     audio_dtype: Any = jnp.float32   # compute dtype of the AST
+    emotion: EmotionConfig | None = None
 
 
 class VAEmotionLLM(nn.Module):
@@ -41,6 +56,11 @@ class VAEmotionLLM(nn.Module):
         self.backbone = Qwen2_5_VL(c.qwen)
         self.audio_encoder = ASTModel(c.ast, dtype=c.audio_dtype)
         self.audio_adapter = make_audio_adapter(c.adapter, c.ast.num_tokens, c.ast.hidden_size)
+        e, d = c.emotion, c.qwen.text.hidden_size
+        if e is not None and e.enhancer:
+            self.emotion_enhancer = EmotionEnhancer(d, e.enhancer_hidden)
+        if e is not None and e.supervisor:
+            self.emotion_supervisor = EmotionSupervisor(d, e.supervisor_hidden)
 
     def video_tokens(self, pixel_values, vision_layout) -> jnp.ndarray:
         """z_v (B, N, D) from the frozen vision tower."""
@@ -54,10 +74,28 @@ class VAEmotionLLM(nn.Module):
         """z_a (B, L_v, D): the adapter maps AST features into the visual token space."""
         return self.audio_adapter(self.audio_features(fbank))
 
-    def hidden(self, input_ids, position_ids, attention_mask, tokens) -> jnp.ndarray:
+    def enhance(self, tokens) -> jnp.ndarray:
+        """Eq. (2), position-wise; the identity when the enhancer is off."""
+        if self.config.emotion is None or not self.config.emotion.enhancer:
+            return tokens
+        return self.emotion_enhancer(tokens)
+
+    def emotion(self, tokens, mask=None) -> jnp.ndarray:
+        """Eqs. (3)-(4): (valence, arousal) (B, 2) from the mean of the valid tokens."""
+        return self.emotion_supervisor(tokens, mask)
+
+    def pathway_tokens(self, z_a, z_v, modality) -> jnp.ndarray:
+        """The placeholder tokens (B, 2N, D) of each example's input: [z_a; *] for audio,
+        [z_v; *] for video, [z_a; z_v] for joint (the paper's order); * is unused padding."""
+        first = jnp.where((modality == VIDEO)[:, None, None], z_v, z_a)
+        return jnp.concatenate([first, z_v], axis=1)
+
+    def hidden(self, input_ids, position_ids, attention_mask, tokens,
+               deterministic: bool = True) -> jnp.ndarray:
         """Final hidden states (B, S, D) with `tokens` (B, N, D) at the video placeholders."""
         x = self.backbone.embed(input_ids, tokens)
-        h, _ = self.backbone.decode(x, position_ids, causal_mask(attention_mask))
+        h, _ = self.backbone.decode(x, position_ids, causal_mask(attention_mask),
+                                    deterministic=deterministic)
         return h
 
     def logits(self, hidden) -> jnp.ndarray:
@@ -65,8 +103,12 @@ class VAEmotionLLM(nn.Module):
 
     def __call__(self, fbank, pixel_values, vision_layout, input_ids, position_ids,
                  attention_mask) -> Any:
-        """Both pathways (used to create params): returns (teacher, student) hidden states."""
+        """Every submodule once (used to create params): (teacher, student) hidden states and,
+        with the EmoAdapter, the joint pathway's emotion prediction."""
         zv = self.video_tokens(pixel_values, vision_layout)
         za = self.audio_tokens(fbank)
-        return (self.hidden(input_ids, position_ids, attention_mask, zv),
-                self.hidden(input_ids, position_ids, attention_mask, za))
+        out = [self.hidden(input_ids, position_ids, attention_mask, self.enhance(zv)),
+               self.hidden(input_ids, position_ids, attention_mask, za)]
+        if self.config.emotion is not None and self.config.emotion.supervisor:
+            out.append(self.emotion(self.enhance(jnp.concatenate([za, zv], 1))))
+        return tuple(out)

@@ -5,16 +5,11 @@ the stages load them exactly as they load real checkpoints.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from typing import Sequence
-
-import jax
-from flax import linen as nn
 
 log = logging.getLogger("vaemotion_jax.assets")
 
@@ -32,22 +27,17 @@ def cache_dir() -> str:
     return root()
 
 
-def tiny_audio_encoder(max_length: int, seed: int = 0) -> str:
-    """A random tiny AST (frozen in both stages, like a pretrained encoder) saved as a HF dir.
-
-    Random but fixed: its features are a fixed random transform of the fbank; the adapter
-    learns to read them."""
-    from vaemotion_jax.checkpoints.ast import export_ast
-    from vaemotion_jax.models.ast import init_params, tiny
+def tiny_audio_encoder(world_dir: str, max_length: int) -> str:
+    """A tiny AST pretrained on the world's sounds (audio_pretrain.py), saved as a HF dir."""
+    from vaemotion_jax.models.ast import tiny
+    from vaemotion_jax.training.audio_pretrain import pretrain_ast, recipe_key
 
     cfg = tiny().replace(max_length=max_length)
-    key = hashlib.sha256(json.dumps([cfg.to_hf(), seed]).encode()).hexdigest()[:12]
-    final = os.path.join(cache_dir(), "tiny_ast", key)
+    final = os.path.join(cache_dir(), "tiny_ast", recipe_key(world_dir, cfg))
     if os.path.exists(os.path.join(final, "config.json")):
         return final
-    tmp = f"{final}.tmp{os.getpid()}"
-    export_ast(nn.meta.unbox(init_params(cfg, jax.random.key(seed))), cfg, tmp)
-    _publish(tmp, final)
+    log.info("pretraining the tiny audio encoder on the world's sounds (once; cached in %s)", final)
+    _publish(pretrain_ast(final, world_dir, cfg), final)
     return final
 
 
@@ -69,7 +59,7 @@ def default_assets(prompts: Sequence[str], audio_max_length: int) -> Assets:
     world = default_world_dir()
     tokenizer = default_tiny_tokenizer_dir()
     return Assets(world, tokenizer, tiny_backbone(world, tokenizer, prompts),
-                  tiny_audio_encoder(audio_max_length))
+                  tiny_audio_encoder(world, audio_max_length))
 
 
 def _publish(tmp: str, final: str) -> None:

@@ -63,6 +63,10 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+    def read_data(self, step: int) -> dict:
+        """The data iterator state saved with `step`."""
+        return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+
     def restore(self, step: int, target: Any) -> tuple[Any, dict, dict]:
         """target: the state with concrete or abstract (ShapeDtypeStruct + sharding) leaves."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)

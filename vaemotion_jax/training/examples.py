@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
-from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
+from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one, video_block_positions
 from vaemotion_jax.models.qwen2_5_vl.vision_layout import build_layout
 from vaemotion_jax.processing.chat import encode_chat
 
@@ -53,3 +53,42 @@ def attention_mask(batch: dict) -> np.ndarray:
     """(B, S) int32 from the padded ids and their lengths (right padding)."""
     s = batch["input_ids"].shape[1]
     return (np.arange(s)[None] < batch["input_ids_length"][:, None]).astype(np.int32)
+
+
+JOINT_LAYOUTS = ("shared_grid", "sequential")
+
+
+def joint_positions(ids: np.ndarray, grid, second_per_grid: float, qwen: Qwen2_5_VLConfig,
+                    layout: str) -> np.ndarray:
+    """(3, S) positions for a sequence whose one placeholder run holds [z_a; z_v] (2N tokens).
+
+    layout "shared_grid": both blocks get the video's M-RoPE grid (audio stands where the
+    video stands, as in Stage 1); "sequential": the video block follows the audio block like a
+    second clip. Text resumes after the largest position, as in the released model.
+    """
+    if layout not in JOINT_LAYOUTS:
+        raise ValueError(f"joint layout must be one of {JOINT_LAYOUTS}, got {layout!r}")
+    grid = tuple(int(g) for g in grid)
+    n = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2
+    where = np.flatnonzero(ids == qwen.video_token_id)
+    if where.size != 2 * n or (where.size and where[-1] - where[0] != 2 * n - 1):
+        raise ValueError(f"expected one run of {2 * n} placeholders for the joint input, "
+                         f"found {where.size}")
+    start = int(where[0])
+    out = np.zeros((3, ids.size), np.int64)
+    out[:, :start] = np.arange(start)
+    audio = video_block_positions(start, grid, second_per_grid, qwen)
+    video = audio if layout == "shared_grid" else video_block_positions(
+        int(audio.max()) + 1, grid, second_per_grid, qwen)
+    out[:, start:start + n], out[:, start + n:start + 2 * n] = audio, video
+    rest = ids.size - start - 2 * n
+    out[:, start + 2 * n:] = np.arange(rest) + max(int(audio.max()), int(video.max())) + 1
+    return out
+
+
+def pathway_positions(ids, modality: str, grid, second_per_grid: float, qwen: Qwen2_5_VLConfig,
+                      joint_layout: str) -> np.ndarray:
+    """(3, S) positions of an input whose placeholders carry the `modality` pathway."""
+    if modality == "av":
+        return joint_positions(ids, grid, second_per_grid, qwen, joint_layout)
+    return rope_index_one(ids, [tuple(int(g) for g in grid)], [second_per_grid], qwen)

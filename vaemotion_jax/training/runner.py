@@ -6,13 +6,13 @@ the frozen weights differ.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax import sharding
@@ -26,6 +26,23 @@ def setup_logging() -> None:
                         datefmt="%H:%M:%S", force=True)
     for noisy in ("absl", "orbax", "jax._src", "grain"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def initialize_distributed(c) -> None:
+    """Joins a multi-process run when the config names a coordinator (local tests, GPU nodes);
+    on TPU pods and SLURM, `jax.distributed.initialize()` finds everything in the environment
+    when `c.distributed.auto` is set."""
+    d = c.get("distributed")
+    if d is None or not (d.coordinator or d.auto):
+        return
+    if d.cpu_collectives:  # before initialize: touching jax.devices() would start the backend
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if d.auto:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(d.coordinator, d.num_processes, d.process_id)
+    log.info("process %d of %d, %d local / %d global devices", jax.process_index(),
+             jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -55,6 +72,8 @@ class Progress:
         self.total, self.batch = total_steps, batch_size
         self.writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
         self.t0, self.step0 = time.time(), None
+        self.metrics = (open(os.path.join(workdir, "metrics.jsonl"), "a")
+                        if jax.process_index() == 0 else None)
 
     def start(self, step: int) -> None:
         self.t0, self.step0 = time.time(), step
@@ -64,6 +83,12 @@ class Progress:
             for k, v in values.items():
                 self.writer.add_scalar(f"{prefix}/{k}", float(v), step)
             self.writer.flush()
+
+    def record(self, step: int, values: dict[str, float]) -> None:
+        """Appends the logged scalars to workdir/metrics.jsonl (one JSON object per log step)."""
+        if self.metrics is not None:
+            self.metrics.write(json.dumps({"step": step, **values}) + "\n")
+            self.metrics.flush()
 
     def line(self, step: int, values: dict[str, float]) -> str:
         done = step - (self.step0 or 0)
@@ -76,6 +101,8 @@ class Progress:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, make_batch,
@@ -109,6 +136,7 @@ def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, m
                 pending = []
                 log.info(progress.line(done, values))
                 progress.scalars(done, values)
+                progress.record(done, values)
             if eval_fn is not None and eval_every and done % eval_every == 0 and done != steps:
                 values = eval_fn(state, done)
                 progress.scalars(done, values, "heldout")
@@ -120,14 +148,3 @@ def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, m
         iterator.close()
     return state
 
-
-def place(tree: Any, mesh, logical: Any = None) -> Any:
-    """Device-puts a param tree onto `mesh`, by logical names where known (else replicated)."""
-    if logical is None:
-        return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    shard = sharding.param_shardings(logical, mesh)
-    return jax.tree.map(lambda x, s: jax.device_put(x, s), tree, shard)
-
-
-def as_float(x) -> float:
-    return float(jnp.asarray(x))

@@ -117,9 +117,28 @@ def trim_response(tokens: np.ndarray, eos_id: int) -> list[int]:
     return tokens[:tokens.index(eos_id) + 1] if eos_id in tokens else tokens
 
 
+def fill_padding_rows(batch: dict) -> dict:
+    """The batch with its padding rows (valid False) replaced by copies of its first real row,
+    so that every row is a well-formed input; their outputs are ignored."""
+    valid = np.asarray(batch["valid"])
+    if valid.all() or not valid.any():
+        return batch
+    first = int(np.flatnonzero(valid)[0])
+    out = {}
+    for k, v in batch.items():
+        v = np.array(v)
+        if v.ndim and v.shape[0] == valid.size and k != "valid":
+            v[~valid] = v[first]
+        out[k] = v
+    return out
+
+
 def teacher_responses(model, params, batch: dict, qwen: Qwen2_5_VLConfig, max_new_tokens: int,
                       visual_tokens=None) -> list[list[int]]:
-    """Greedy responses for a prompt batch: from its video (teacher), or from `visual_tokens`."""
+    """Greedy responses for a prompt batch: from its video (teacher), or from `visual_tokens`.
+    Padding rows get an empty response."""
+    valid = np.asarray(batch["valid"])
+    batch = fill_padding_rows(batch)
     ids, mask = left_padded_prompts(batch, qwen.pad_token_id)
     rows = [batch["pixel_values_videos"][b] for b in range(ids.shape[0])]
     grids = np.asarray(batch["video_grid_thw"])
@@ -128,7 +147,7 @@ def teacher_responses(model, params, batch: dict, qwen: Qwen2_5_VLConfig, max_ne
                           grids, np.asarray(batch["second_per_grid_ts"], np.float64),
                           visual_tokens=visual_tokens, max_new_tokens=max_new_tokens,
                           eos_token_ids=[qwen.eos_token_id])
-    return [trim_response(o, qwen.eos_token_id) for o in out]
+    return [trim_response(o, qwen.eos_token_id) if ok else [] for o, ok in zip(out, valid)]
 
 
 class ResponseCache:
@@ -141,10 +160,15 @@ class ResponseCache:
         self.entries: dict[str, list[int]] = {}
         if os.path.exists(self.path):
             with open(self.path) as f:
-                for line in f:
-                    if line.strip():
-                        d = json.loads(line)
-                        self.entries[d["key"]] = d["ids"]
+                lines = f.read().split("\n")
+            for n, line in enumerate(lines):
+                try:
+                    d = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:  # a line cut short by a crash: regenerate it
+                    log.warning("%s:%d: unreadable cache line ignored", self.path, n + 1)
+                    continue
+                if d is not None:
+                    self.entries[d["key"]] = d["ids"]
 
     @staticmethod
     def key(clip_id: str, prompt: str) -> str:

@@ -93,7 +93,8 @@ def pipeline(c, qwen, batch_size: int, train: bool) -> PipelineConfig:
         batch_size=batch_size, buckets={"prompt_ids": tuple(c.data.seq_buckets)},
         pad_values={"prompt_ids": qwen.pad_token_id}, seed=c.seed, shuffle=train,
         num_epochs=None if train else 1, shard_index=jax.process_index() if train else 0,
-        shard_count=jax.process_count() if train else 1, drop_remainder=train,
+        shard_count=jax.process_count() if train else 1,
+        shard_by="batch" if train else "records", drop_remainder=train,
         worker_count=c.data.num_workers if train else 0, strict=c.data.strict)
 
 
@@ -200,6 +201,11 @@ class HeldOut:
             t, s = self.responses(params)
             values["attribute_agreement"] = stage1.attribute_agreement(t, s, self.vocabulary)
             values["example_teacher"], values["example_student"] = t[0], s[0]
+            for a, b in list(zip(t, s))[:4]:
+                log.info("  video: %r | audio: %r", a, b)
+            batch = self.batches[0]
+            logits, _ = stage1.student_logits(self.model, params, runner.global_batch(batch, self.mesh))
+            log.info("  teacher-forced audio argmax: %r", self.tok.decode(np.asarray(jnp.argmax(logits[0], -1))[batch["target_mask"][0]]))
         return values
 
 
@@ -223,6 +229,7 @@ def run(c) -> dict[str, Any]:
     """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
     from configs import common
     c = common.resolve(c)
+    runner.initialize_distributed(c)
     runner.enable_compilation_cache(c.compilation_cache)
     mesh = sharding.make_mesh(tuple(c.mesh))
     workdir = os.path.abspath(c.workdir)
@@ -256,11 +263,12 @@ def run(c) -> dict[str, Any]:
             return stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets,
                                            c.max_response_tokens, qwen.pad_token_id)
 
-        tokenizer = stage1._tokenizer(assets.tokenizer_dir)
-        eval_batches = [complete(b) for b in make_iterator(
-            heldout, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))]
-        held = HeldOut(c, eval_batches, model, qwen_model, mesh, world_vocabulary(assets.world_dir),
-                       tokenizer)
+        held = None
+        if heldout:
+            eval_batches = [complete(b) for b in make_iterator(
+                heldout, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))]
+            held = HeldOut(c, eval_batches, model, qwen_model, mesh,
+                           world_vocabulary(assets.world_dir), stage1._tokenizer(assets.tokenizer_dir))
 
         trainable, frozen = split_params(params, tuple(c.trainable))
         tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,
@@ -268,7 +276,7 @@ def run(c) -> dict[str, Any]:
         state = create_state(trainable, tx, jax.random.key_data(jax.random.key(c.seed)))
         step_fn = jax.jit(functools.partial(stage1.train_step, model=model, tx=tx, tau=c.tau,
                                             align=c.align), donate_argnums=(0,))
-        start = held.report(params)
+        start = held.report(params) if held else {}
         log.info("held-out before training: %s", _fmt(start))
         it = make_iterator(train, example_fn(c, assets, qwen),
                            pipeline(c, qwen, c.data.batch_size // jax.process_count(), True))
@@ -282,9 +290,9 @@ def run(c) -> dict[str, Any]:
             workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
             make_batch=lambda b: runner.global_batch(complete(b), mesh), step_fn=step_fn,
             meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
-            keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn,
+            keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn if held else None,
             batch_size=c.data.batch_size)
-        end = held.report({**frozen, **state.params})
+        end = held.report({**frozen, **state.params}) if held else {}
         log.info("held-out after training: %s", _fmt(end))
         export_adapter(state.params["audio_adapter"], adapter_cfg,
                        os.path.join(workdir, "audio_adapter"))
@@ -304,7 +312,7 @@ def report_table(summary: dict) -> str:
     lines = ["", "Stage 1 (VG-Align) on held-out clips        before     after"]
     for k, name in (("kl", "KL(teacher || student) per token"), ("top1", "top-1 agreement"),
                     ("attribute_agreement", "audio response names the video's attributes")):
-        if k in s:
+        if k in s and k in e:
             lines.append(f"  {name:<42} {s[k]:8.4f}  {e[k]:8.4f}")
     if "example_teacher" in e:
         lines.append(f"  video response: {e['example_teacher']!r}")

@@ -1,0 +1,146 @@
+"""Stage 2, EmoAdapter (paper section 3.3, eqs. 2-6): LM loss on the conversation of the
+example's pathway (audio, video or joint) plus lambda times the masked valence/arousal MSE of
+the Emotion Supervisor over the three pathways; LoRA on q/k/v/o, Enhancer and Supervisor train.
+
+Each example carries both streams. Its conversation is about one pathway (`modality` a | v |
+av; general instruction data is video); the placeholders hold 2N slots so that the joint input
+[z_a; z_v] fits, and a/v inputs use the first N. The supervisor predicts all three pathways
+from the enhanced tokens of every example, and the labels the example has are supervised.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaemotion_jax.data.decode import BadExample
+from vaemotion_jax.data.pipeline import label_arrays
+from vaemotion_jax.models.vaemotion import MODALITY_CODES
+from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.training import losses
+from vaemotion_jax.training.examples import layout_arrays, pathway_positions
+from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    from vaemotion_jax.processing.tokenizer import load_tokenizer
+    return load_tokenizer(path)
+
+
+def placeholder_count(modality: str, grid, merge: int) -> int:
+    n = int(np.prod(grid)) // merge ** 2
+    return 2 * n if modality == "av" else n
+
+
+def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen, max_targets: int,
+                         joint_layout: str) -> dict:
+    """Pipeline `format_fn`: tokens, positions and targets of the record's conversation with
+    its pathway's placeholders, the media, the layout, and the V-A labels (fixed shapes but S)."""
+    if "pixel_values_videos" not in features or "fbank" not in features:
+        raise BadExample(record.where, "stage 2 needs both a video and an audio stream", "missing_stream")
+    if not record.conversations:
+        raise BadExample(record.where, "no conversation", "missing_field")
+    modality = record.modality or "v"
+    grid = features["video_grid_thw"]
+    sec = float(features["second_per_grid_ts"])
+    n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
+    enc = encode_chat(_tokenizer(tokenizer_dir), record.conversations, video_tokens=n)
+    ids = enc["input_ids"].astype(np.int32)
+    targets = np.flatnonzero(enc["assistant_mask"])
+    if targets.size == 0:
+        raise BadExample(record.where, "the conversation has no assistant turn", "missing_field")
+    targets = targets[:max_targets]
+    pad = max_targets - targets.size
+    return {
+        "input_ids": ids,
+        "position_ids": pathway_positions(ids, modality, grid, sec, qwen, joint_layout).T.astype(np.int32),
+        "target_index": np.pad(targets - 1, (0, pad)).astype(np.int32),
+        "target_ids": np.pad(ids[targets], (0, pad)).astype(np.int32),
+        "target_mask": np.pad(np.ones(targets.size, bool), (0, pad)),
+        "modality": np.int32(MODALITY_CODES[modality]),
+        "pixel_values_videos": features["pixel_values_videos"], "fbank": features["fbank"],
+        **layout_arrays(qwen, grid), **label_arrays(record),
+    }
+
+
+def key_mask(batch) -> jnp.ndarray:
+    """(B, S) real tokens of right-padded ids (padding rows have none)."""
+    s = batch["input_ids"].shape[1]
+    return (jnp.arange(s)[None] < batch["input_ids_length"][:, None]) & batch["valid"][:, None]
+
+
+def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
+    """LM logits at the targets (B, A, V) and V-A predictions (B, 3, 2) for (a, v, av), or None
+    without the supervisor."""
+    layout = {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+    positions = jnp.moveaxis(batch["position_ids"], -1, 0)
+    emotion = model.config.emotion
+
+    def run(m):
+        e_a = m.enhance(m.audio_tokens(batch["fbank"]))
+        e_v = m.enhance(m.video_tokens(batch["pixel_values_videos"], layout))
+        tokens = m.pathway_tokens(e_a, e_v, batch["modality"])
+        h = m.hidden(batch["input_ids"], positions, key_mask(batch), tokens, deterministic)
+        logits = m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))
+        va = None
+        if emotion is not None and emotion.supervisor:
+            va = jnp.stack([m.emotion(e_a), m.emotion(e_v),
+                            m.emotion(jnp.concatenate([e_a, e_v], 1))], 1)
+        return logits, va
+
+    return model.apply({"params": params}, method=run, rngs=rngs)
+
+
+def stage2_loss(trainable, frozen, batch, rng, *, model, lam: float, deterministic: bool):
+    """Eq. (6) averaged over the batch's real rows; also its two parts."""
+    rngs = None if deterministic else {"dropout": rng}
+    logits, va = forward(model, merge_params(frozen, trainable), batch,
+                         deterministic=deterministic, rngs=rngs)
+    rows = batch["valid"].astype(jnp.float32)
+    denom = jnp.maximum(rows.sum(), 1.0)
+    lm = losses.token_cross_entropy(logits, batch["target_ids"], batch["target_mask"])
+    emo = (losses.emotion_mse(va, batch["va"], batch["va_mask"]) if va is not None
+           else jnp.zeros_like(lm))
+    loss = jnp.sum((lm + lam * emo) * rows) / denom
+    return loss, {"lm": jnp.sum(lm * rows) / denom, "emotion": jnp.sum(emo * rows) / denom}
+
+
+def train_step(state: TrainState, frozen, batch, *, model, tx, lam: float, dropout: bool):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    grad_fn = jax.value_and_grad(stage2_loss, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, frozen, batch, rng, model=model, lam=lam,
+                                 deterministic=not dropout)
+    state, finite = apply_gradients(state, grads, loss, tx)
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    return state, {"loss": loss, **aux, "grad_norm": norm, "finite": finite}
+
+
+def predict_emotion(model, params, batch) -> jnp.ndarray:
+    """V-A predictions (B, 3, 2) for (a, v, av)."""
+    return forward(model, params, batch)[1]
+
+
+# --- V-A metrics -------------------------------------------------------------------------------
+
+def ccc(pred: np.ndarray, true: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two 1-D arrays."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if pred.size < 2:
+        return float("nan")
+    mp, mt = pred.mean(), true.mean()
+    cov = np.mean((pred - mp) * (true - mt))
+    return float(2 * cov / (pred.var() + true.var() + (mp - mt) ** 2 + 1e-12))
+
+
+def emotion_report(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """CCC and MSE per pathway and dimension: pred/true (N, 3, 2), mask (N, 3)."""
+    out = {}
+    for p, name in enumerate(("a", "v", "av")):
+        m = mask[:, p]
+        for d, dim in enumerate(("valence", "arousal")):
+            out[f"ccc_{name}_{dim}"] = ccc(pred[m, p, d], true[m, p, d])
+        out[f"mse_{name}"] = float(np.mean(np.sum((pred[m, p] - true[m, p]) ** 2, -1))) if m.any() else float("nan")
+    return out
