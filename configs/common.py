@@ -21,13 +21,16 @@ PRESETS = {
         qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=2.0, num_frames=4,
         audio_max_length=300, adapter_seq_hidden=64, adapter_channel_hidden=128,
         min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
-        mesh=(1, -1, 1), remat="none"),
+        mesh=(1, -1, 1), remat="none",
+        # stage 2: a tiny model trained for minutes needs a larger rate than the paper's 1e-5
+        stage2_lr=5e-4, enhancer_hidden=256, supervisor_hidden=64),
     # The paper's setting: 512x512 video (-> 504x504, 324 tokens per 2 frames), 16 kHz audio.
     "qwen2_5_vl_7b": dict(
         qwen="qwen2_5_vl_7b", ast="ast_audioset", resized_hw=(512, 512), fps=2.0, num_frames=4,
         audio_max_length=1024, adapter_seq_hidden=1024, adapter_channel_hidden=3584,
         min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, dtype="bfloat16",
-        param_dtype="bfloat16", mesh=(1, -1, 1), remat="full"),
+        param_dtype="bfloat16", mesh=(1, -1, 1), remat="full",
+        stage2_lr=1e-5, enhancer_hidden=1024, supervisor_hidden=256),
 }
 
 
@@ -120,4 +123,10 @@ def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             if c[field] is None:
                 c[field] = p[field]
         c.qwen_preset, c.ast_preset = p["qwen"], p["ast"]
+        if c.stage == "stage2":
+            if c.optim.lr is None:
+                c.optim.lr = p["stage2_lr"]
+            for field in ("enhancer_hidden", "supervisor_hidden"):
+                if c.emotion[field] is None:
+                    c.emotion[field] = p[field]
     return c

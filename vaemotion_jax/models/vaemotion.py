@@ -84,6 +84,16 @@ class VAEmotionLLM(nn.Module):
         """Eqs. (3)-(4): (valence, arousal) (B, 2) from the mean of the valid tokens."""
         return self.emotion_supervisor(tokens, mask)
 
+    def enhanced_tokens(self, fbank, pixel_values, vision_layout):
+        """(Enh(z_a), Enh(z_v)), each (B, N, D)."""
+        return (self.enhance(self.audio_tokens(fbank)),
+                self.enhance(self.video_tokens(pixel_values, vision_layout)))
+
+    def emotions(self, e_a, e_v) -> jnp.ndarray:
+        """(valence, arousal) of the audio, video and joint pathways: (B, 3, 2)."""
+        return jnp.stack([self.emotion(e_a), self.emotion(e_v),
+                          self.emotion(jnp.concatenate([e_a, e_v], 1))], 1)
+
     def pathway_tokens(self, z_a, z_v, modality) -> jnp.ndarray:
         """The placeholder tokens (B, 2N, D) of each example's input: [z_a; *] for audio,
         [z_v; *] for video, [z_a; z_v] for joint (the paper's order); * is unused padding."""

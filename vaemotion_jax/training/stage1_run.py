@@ -17,20 +17,16 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from vaemotion_jax import sharding
-from vaemotion_jax.checkpoints.ast import load_ast
-from vaemotion_jax.checkpoints.mapping import flatten
-from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
-from vaemotion_jax.checkpoints.safetensors_io import save_safetensors_dir
 from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
-from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.inference import save_run
+from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.vision import VideoPreprocessConfig
-from vaemotion_jax.training import runner, stage1
+from vaemotion_jax.training import runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.state import create_state, make_optimizer, split_params
@@ -102,27 +98,16 @@ def pipeline(c, qwen, batch_size: int, train: bool) -> PipelineConfig:
 
 def build(c, assets: Assets, mesh):
     """Loads the frozen weights onto the mesh and initialises the adapter."""
-    qwen_model, qwen_params = load_qwen2_5_vl(
-        assets.backbone_path, dtype=jnp.dtype(c.param_dtype), mesh=mesh, compute_dtype=c.dtype,
-        scan_layers=c.scan_layers, remat=c.remat)
-    ast_model, ast_params = load_ast(assets.audio_encoder_path, dtype=jnp.dtype(c.param_dtype),
-                                     mesh=mesh)
+    qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
+        c, assets.backbone_path, assets.audio_encoder_path, mesh)
     qwen = qwen_model.config
     grid = video_grid(c)
-    if ast_model.config.max_length != c.data.audio_max_length:
-        raise ValueError(f"{assets.audio_encoder_path}: the encoder takes {ast_model.config.max_length}"
-                         f" fbank frames, data.audio_max_length is {c.data.audio_max_length}")
     adapter_cfg = AudioAdapterConfig(
         kind=c.adapter.kind, num_tokens=int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2,
         out_dim=qwen.text.hidden_size, seq_hidden=c.adapter.seq_hidden,
         channel_hidden=c.adapter.channel_hidden, activation=c.adapter.activation)
-    adapter = make_audio_adapter(adapter_cfg, ast_model.config.num_tokens,
-                                 ast_model.config.hidden_size)
-    feats = jnp.zeros((1, ast_model.config.num_tokens, ast_model.config.hidden_size))
-    boxed = jax.eval_shape(lambda r: adapter.init(r, feats)["params"], jax.random.key(0))
-    init = jax.jit(lambda r: nn.meta.unbox(adapter.init(r, feats)["params"]),
-                   out_shardings=sharding.param_shardings(boxed, mesh))
-    adapter_params = init(jax.random.key(c.seed))
+    adapter_params = weights.init_adapter(adapter_cfg, ast_model.config, mesh,
+                                          jax.random.key(c.seed))
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype))
     params = {"backbone": qwen_params, "audio_encoder": ast_params, "audio_adapter": adapter_params}
     return model, qwen_model, params, adapter_cfg
@@ -203,9 +188,6 @@ class HeldOut:
             values["example_teacher"], values["example_student"] = t[0], s[0]
             for a, b in list(zip(t, s))[:4]:
                 log.info("  video: %r | audio: %r", a, b)
-            batch = self.batches[0]
-            logits, _ = stage1.student_logits(self.model, params, runner.global_batch(batch, self.mesh))
-            log.info("  teacher-forced audio argmax: %r", self.tok.decode(np.asarray(jnp.argmax(logits[0], -1))[batch["target_mask"][0]]))
         return values
 
 
@@ -215,14 +197,6 @@ def world_vocabulary(world_dir: str) -> dict[str, list[str]]:
         return {}
     with open(path) as f:
         return json.load(f)["factors"]
-
-
-def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
-    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(jax.device_get(v))
-               for k, v in flatten(params).items()}
-    save_safetensors_dir(tensors, path)
-    with open(os.path.join(path, "adapter_config.json"), "w") as f:
-        json.dump(cfg.__dict__, f, indent=2)
 
 
 def run(c) -> dict[str, Any]:
@@ -235,6 +209,7 @@ def run(c) -> dict[str, Any]:
     workdir = os.path.abspath(c.workdir)
     os.makedirs(workdir, exist_ok=True)
     assets = resolve_assets(c)
+    save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))
     log.info("backbone %s | audio encoder %s | data %s", assets.backbone_path,
              assets.audio_encoder_path, c.data.train_manifest or assets.world_dir)
     with mesh:
@@ -294,7 +269,7 @@ def run(c) -> dict[str, Any]:
             batch_size=c.data.batch_size)
         end = held.report({**frozen, **state.params}) if held else {}
         log.info("held-out after training: %s", _fmt(end))
-        export_adapter(state.params["audio_adapter"], adapter_cfg,
+        weights.export_adapter(state.params["audio_adapter"], adapter_cfg,
                        os.path.join(workdir, "audio_adapter"))
     summary = {"start": start, "end": end, "steps": c.steps, "skipped_steps": int(state.skipped)}
     with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -80,15 +80,11 @@ def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
     emotion = model.config.emotion
 
     def run(m):
-        e_a = m.enhance(m.audio_tokens(batch["fbank"]))
-        e_v = m.enhance(m.video_tokens(batch["pixel_values_videos"], layout))
+        e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"], layout)
         tokens = m.pathway_tokens(e_a, e_v, batch["modality"])
         h = m.hidden(batch["input_ids"], positions, key_mask(batch), tokens, deterministic)
         logits = m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))
-        va = None
-        if emotion is not None and emotion.supervisor:
-            va = jnp.stack([m.emotion(e_a), m.emotion(e_v),
-                            m.emotion(jnp.concatenate([e_a, e_v], 1))], 1)
+        va = m.emotions(e_a, e_v) if emotion is not None and emotion.supervisor else None
         return logits, va
 
     return model.apply({"params": params}, method=run, rngs=rngs)

@@ -1,0 +1,53 @@
+"""Stage 2, EmoAdapter with LoRA (paper section 3.3): artistic emotion across audio, video, both.
+
+    python -m vaemotion_jax.train --config=stage2                    # embedded tiny default
+    python -m vaemotion_jax.train --config=stage2 --config.ablation=lora_enhancer   # Table 3 rows
+
+Starts from the Stage 1 audio adapter (`stage1_dir`/audio_adapter; the default runs Stage 1
+first when it is missing). Paper values: lambda = 1, AdamW at 1e-5, LoRA on q, k, v, o.
+"""
+import ml_collections
+
+from configs import common
+
+# Table 3 rows: which parts of the EmoAdapter (and LoRA) the run trains.
+ABLATIONS = {
+    "adapter_only": dict(lora=False, enhancer=False, supervisor=False),  # the Stage 1 model
+    "lora": dict(lora=True, enhancer=False, supervisor=False),
+    "lora_enhancer": dict(lora=True, enhancer=True, supervisor=False),
+    "lora_supervisor": dict(lora=True, enhancer=False, supervisor=True),
+    "full": dict(lora=True, enhancer=True, supervisor=True),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = common.base_config("stage2")
+    c.ablation = "full"
+    c.lam = 1.0                     # paper: lambda = 1
+    c.joint_layout = "shared_grid"  # [z_a; z_v] both on the video's grid (Stage 1's placement);
+                                    # "sequential" puts the video block after the audio block
+    c.stage1_dir = "runs/stage1"    # where Stage 1 exported its audio adapter
+    c.max_targets = 48              # assistant tokens per conversation the LM loss runs over
+
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 8                 # ours (paper silent): a common small rank
+    c.lora.alpha = 16.0             # ours: alpha = 2 x rank, the usual PEFT choice
+    c.lora.dropout = 0.05           # ours: PEFT's usual small dropout
+
+    c.emotion = ml_collections.ConfigDict()
+    c.emotion.enhancer_hidden = ml_collections.FieldReference(None, field_type=int)
+    c.emotion.supervisor_hidden = ml_collections.FieldReference(None, field_type=int)
+
+    # Data: the emotion conversations plus a share of general video instructions (VideoInstruct
+    # format) against forgetting; the default world's captions stand in for VideoInstruct.
+    c.data.general_manifest = ""
+    c.data.general_fraction = 0.2   # ours: the paper mixes 8,325 general into 16,720 emotion samples (~1/3)
+
+    c.optim.lr = ml_collections.FieldReference(None, field_type=float)  # paper: 1e-5 (7B)
+    c.optim.warmup_steps = 20
+    c.steps = 300
+    c.data.batch_size = 8
+    c.eval_items = 0                # benchmark items to score at the end (0 = all held-out)
+    c.teacher_batch = 32            # items per batch when evaluating
+    common.apply_preset(c, arg)
+    return c

@@ -1,0 +1,176 @@
+"""The AOT planner on the tiny model: the abstract batch is the real one, shardings reach the
+compiled step, FLOPs count every layer, the CPU proxy, the CLI, and the 7B presets' configs."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from vaemotion_jax import plan, sharding
+from vaemotion_jax.data.manifest import Record
+from vaemotion_jax.training import stage1
+from vaemotion_jax.training.stage1_run import video_grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**overrides):
+    import configs.stage1 as module
+    c = module.get_config()
+    for key, value in overrides.items():
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return common.resolve(c)
+
+
+def shard_bytes(tree) -> int:
+    """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the first device)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape)
+        total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def real_batch(c, batch: int) -> dict:
+    """A Stage 1 batch made by the trainer's own host code (prompt_example, attach_responses)
+    with the longest prompt and a response of max_response_tokens."""
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    qwen = qwen_config.tiny()
+    grid = video_grid(c)
+    features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
+                "fbank": np.zeros((c.data.audio_max_length, 128), np.float32),
+                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
+    longest = max(c.prompts, key=len)
+    examples = [stage1.prompt_example(Record(id=f"clip{i}"), features,
+                                      tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
+                                      prompts=(longest,), seed=0) for i in range(batch)]
+    n = max(len(e["prompt_ids"]) for e in examples)
+    out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "prompt_ids"}
+    out["prompt_ids"] = np.stack([np.pad(e["prompt_ids"], (0, n - len(e["prompt_ids"])))
+                                  for e in examples])
+    out["prompt_ids_length"] = np.array([len(e["prompt_ids"]) for e in examples])
+    out["valid"] = np.ones(batch, bool)
+    responses = [[7] * c.max_response_tokens] * batch
+    return stage1.attach_responses(out, responses, qwen, c.data.seq_buckets,
+                                   c.max_response_tokens, qwen.pad_token_id)
+
+
+def test_abstract_batch_is_the_trainers_batch():
+    c = tiny()
+    mesh = sharding.make_mesh((1, 2, 1))
+    with jax.set_mesh(mesh):
+        program = plan.stage1_program(c, mesh, plan.Options())
+    real = real_batch(c, c.data.batch_size)
+    state, frozen, batch = program.args
+    assert set(batch) <= set(real)
+    for k, x in batch.items():
+        assert x.shape == real[k].shape, k
+        assert np.dtype(x.dtype) == real[k].dtype or (x.dtype, real[k].dtype.kind) in (
+            (np.int32, "i"), (np.float32, "f")), (k, x.dtype, real[k].dtype)
+    assert "counted" in program.seq_note     # the tiny tokenizer is at hand
+    # every field the step reads is in the abstract batch
+    jax.eval_shape(program.step, state, frozen, batch)
+
+
+@pytest.mark.slow
+def test_argument_memory_is_the_sharded_arguments():
+    """XLA's argument bytes per device = the per-device shards of params, state and batch, so
+    the planner's shardings are the ones the compiled step takes; FSDP shrinks them."""
+    sizes = {}
+    for fsdp in (1, 4):
+        c = tiny(**{"data.batch_size": 4})
+        mesh = sharding.make_mesh((1, fsdp, 1))
+        with jax.set_mesh(mesh):
+            program = plan.stage1_program(c, mesh, plan.Options())
+        p = plan.make_plan(c, mesh)
+        # jit drops the arguments the step never reads, as it does in training
+        unread = {k: program.args[2][k] for k in ("target_ids", "video_grid_thw",
+                                                  "second_per_grid_ts")}
+        assert p.memory["argument"] == shard_bytes(program.args) - shard_bytes(unread)
+        assert p.memory["total"] == (p.memory["argument"] + p.memory["output"]
+                                     - p.memory["alias"] + p.memory["temp"] + p.memory["code"])
+        assert p.memory["alias"] > 0            # the donated train state
+        sizes[fsdp] = p
+    assert sizes[4].memory["argument"] < 0.5 * sizes[1].memory["argument"]
+    assert sizes[4].flops == pytest.approx(sizes[1].flops / 4, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_flops_count_every_scanned_layer_and_remat():
+    """XLA counts a while loop's body once; the plan's FLOPs of a scanned step match the
+    compiled unrolled step's. Full remat runs the student's layers forward twice."""
+    mesh = sharding.make_mesh((1, 1, 1))
+    scanned = plan.make_plan(tiny(**{"data.batch_size": 2}), mesh)
+    unrolled = plan.make_plan(tiny(**{"data.batch_size": 2, "scan_layers": False}), mesh)
+    assert unrolled.flops == unrolled.compiled_flops
+    assert scanned.flops == pytest.approx(unrolled.flops, rel=0.01)
+    assert scanned.compiled_flops < 0.6 * scanned.flops
+    full = plan.make_plan(tiny(**{"data.batch_size": 2, "remat": "full"}), mesh)
+    assert full.flops > 1.1 * scanned.flops and full.levers["remat"] == "full"
+
+
+@pytest.mark.slow
+def test_cpu_proxy_keeps_16_bit_matmuls():
+    """bf16 on XLA:CPU: without the proxy every dot works on f32 copies (more temporaries)."""
+    c = tiny(**{"data.batch_size": 2, "dtype": "bfloat16", "param_dtype": "bfloat16"})
+    mesh = sharding.make_mesh((1, 1, 1))
+    proxy = plan.make_plan(c, mesh, plan.Options(cpu_proxy=True))
+    raw = plan.make_plan(c, mesh, plan.Options(cpu_proxy=False))
+    assert proxy.cpu_proxy and not raw.cpu_proxy
+    assert proxy.memory["temp"] < raw.memory["temp"]
+    assert proxy.memory["argument"] == raw.memory["argument"]   # f16 and bf16: same bytes
+    assert proxy.levers["dtype"] == "bfloat16"                   # reported as configured
+
+
+def test_sequence_length_and_refusals():
+    assert plan.sequence_length((128, 256, 512), 129) == 256
+    with pytest.raises(ValueError, match="largest sequence bucket 512"):
+        plan.sequence_length((128, 256, 512), 600)
+    c = tiny()
+    n, note = plan.stage1_sequence(c, 648, plan.Options(text_tokens=30))
+    assert n == 768 and "648 video + 30 text (given) + 24 response" in note
+    with pytest.raises(ValueError, match="no planner for stage 'stage9'"):
+        c.stage = "stage9"
+        plan.make_plan(c, sharding.make_mesh((1, 1, 1)))
+
+
+def test_cli_prints_and_writes_the_plan(tmp_path):
+    out = tmp_path / "plan.json"
+    env = {**os.environ, "XLA_FLAGS": ""}
+    p = subprocess.run([sys.executable, "-m", "vaemotion_jax.plan", "--config=stage1",
+                        "--devices=2", "--peak_tflops=100", "--mfu=0.5", "--budget_gib=0.001",
+                        f"--json={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "plan: stage1 / tiny on 2 cpu device(s), mesh data=1 x fsdp=2 x tensor=1" in p.stdout
+    assert "DOES NOT FIT" in p.stdout and "XLA:CPU" in p.stdout
+    d = json.loads(out.read_text())
+    assert d["devices"] == 2 and d["memory"]["total"] > 0 and d["flops"] > 0
+    step = d["flops"] / (100e12 * 0.5)
+    assert d["estimate"]["step_seconds"] == pytest.approx(step)
+    assert d["estimate"]["tokens_per_second"] == pytest.approx(d["clips"] * d["seq_len"] / step)
+
+
+@pytest.mark.parametrize("name", ["stage1_7b:gpu8x24", "stage1_7b:gpu1x24", "stage1_7b:tpu_v5e8",
+                                  "stage1_7b:tpu_v4_8"])
+def test_7b_presets_resolve(name):
+    """The presets' configs (their plans are in docs/scaling.md; compiling a 7B is not for CI)."""
+    import importlib
+    file, _, arg = name.partition(":")
+    c = common.resolve(importlib.import_module(f"configs.{file}").get_config(arg))
+    assert c.model == "qwen2_5_vl_7b" and c.dtype == "bfloat16" and c.scan_layers
+    hw = c.hardware
+    assert hw.budget_gib < hw.device_gib
+    shards = int(np.prod([s for s in c.mesh if s != -1]))
+    assert c.data.batch_size % (hw.devices if -1 in c.mesh else shards) == 0
+    assert c.data.batch_size >= hw.devices      # at least one clip per device
+

@@ -1,0 +1,184 @@
+"""Stage 1 (VG-Align): eq. (1) against NumPy, gradient flow, sharding, multi-process, kill/resume."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from stage1_assets import cli_args, config, make_assets, settings
+from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir
+from vaemotion_jax.models import ast as ast_lib
+from vaemotion_jax.models.adapters import AudioAdapterConfig
+from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+from vaemotion_jax.models.qwen2_5_vl.vision_layout import build_layout
+from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.training import losses, stage1
+from vaemotion_jax.training.checkpoint import Checkpointer
+from vaemotion_jax.training.state import split_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def numpy_eq1(teacher, student, mask, tau):
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    p, q = softmax(teacher / tau), softmax(student / tau)
+    ce = -(p * np.log(q)).sum(-1)
+    return np.array([ce[b][mask[b]].mean() for b in range(len(ce))])
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.5])
+def test_soft_cross_entropy_is_eq1(tau):
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(0, 3, (3, 7, 50)), rng.normal(0, 3, (3, 7, 50))
+    mask = rng.random((3, 7)) < 0.6
+    mask[:, 0] = True
+    ours = losses.soft_cross_entropy(jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32),
+                                     jnp.asarray(mask), tau)
+    np.testing.assert_allclose(np.asarray(ours), numpy_eq1(t, s, mask, tau), rtol=1e-5)
+    # KL = CE - H(teacher), and it vanishes when the student equals the teacher
+    kl = losses.kl_divergence(jnp.asarray(t), jnp.asarray(t), jnp.asarray(mask), tau)
+    np.testing.assert_allclose(np.asarray(kl), 0, atol=1e-6)
+
+
+def tiny_model_and_batch():
+    qwen, acfg = qwen_config.tiny(), ast_lib.tiny()
+    grid = (2, 4, 4)
+    n = int(np.prod(grid)) // 4
+    adapter = AudioAdapterConfig(num_tokens=n, out_dim=qwen.text.hidden_size, seq_hidden=16,
+                                 channel_hidden=32)
+    model = VAEmotionLLM(VAEmotionConfig(qwen, acfg, adapter))
+    lay = build_layout([[grid]], qwen.vision)
+    ids = np.array([[5, 6, qwen.vision_start_token_id] + [qwen.video_token_id] * n +
+                    [qwen.vision_end_token_id, 7, 8, 9, 10, 11]], np.int32)
+    from vaemotion_jax.models.qwen2_5_vl.rope import get_rope_index
+    pos, _ = get_rope_index(ids, qwen, np.array([grid]), np.array([1.0]))
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": ids, "position_ids": np.moveaxis(pos, 0, -1),
+             "attention_mask": np.ones_like(ids, bool),
+             "pixel_values_videos": rng.normal(size=(1, 32, qwen.vision.patch_dim)).astype(np.float32),
+             "fbank": rng.normal(size=(1, acfg.max_length, 128)).astype(np.float32),
+             "patch_index": lay.patch_index, "patch_hw": lay.patch_hw, "token_index": lay.token_index,
+             "target_index": np.array([[n + 3, n + 4, n + 5]], np.int32),
+             "target_mask": np.ones((1, 3), bool), "valid": np.ones(1, bool)}
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    params = nn.meta.unbox(model.init(jax.random.key(0), batch["fbank"], batch["pixel_values_videos"],
+                                      stage1.batch_layout(batch), batch["input_ids"],
+                                      jnp.moveaxis(batch["position_ids"], -1, 0),
+                                      batch["attention_mask"])["params"])
+    return model, params, batch
+
+
+def test_gradient_reaches_only_the_adapter():
+    model, params, batch = tiny_model_and_batch()
+    teacher, z_v = stage1.teacher_logits(model, params, batch)
+
+    def loss_all(p):  # differentiate w.r.t. EVERY parameter
+        return stage1.stage1_loss(p, {}, batch, teacher, z_v, model=model, tau=1.0, align="logits")[0]
+
+    grads = jax.grad(loss_all)(params)
+    norms = {k: float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(v))) for k, v in grads.items()}
+    assert norms["audio_adapter"] > 0
+    assert norms["backbone"] == 0 and norms["audio_encoder"] == 0
+    trainable, frozen = split_params(params, ("audio_adapter/.*",))
+    assert set(trainable) == {"audio_adapter"} and set(frozen) == {"backbone", "audio_encoder"}
+
+
+# --- whole runs --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(str(tmp_path_factory.mktemp("stage1_assets")))
+
+
+def run_inprocess(assets, workdir, **extra):
+    from vaemotion_jax.training.stage1_run import run
+    return run(config(settings(assets, workdir, **extra)))
+
+
+def losses_of(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def adapter_of(workdir):
+    d = SafetensorsDir(os.path.join(workdir, "audio_adapter"))
+    return {k: np.array(d.get(k)) for k in d.keys()}
+
+
+def test_sharded_run_equals_single_device(assets, tmp_path):
+    one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+    run_inprocess(assets, one, mesh=(1, 1, 1), steps=4)
+    run_inprocess(assets, eight, mesh=(2, 2, 2), steps=4)
+    a, b = losses_of(one), losses_of(eight)
+    assert len(a) == 4 and a[0] > 0
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def _cli(assets, workdir, *extra, env=None):
+    cmd = [sys.executable, "-m", "vaemotion_jax.train", "--config=stage1",
+           *cli_args(settings(assets, workdir, steps=12)), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def test_killed_run_resumes_to_the_same_adapter(assets, tmp_path):
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    p = _cli(assets, straight, env=_env())
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    p = _cli(assets, killed, env=_env())
+    metrics = os.path.join(killed, "metrics.jsonl")
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    assert p.poll() is None, "the run finished before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert not os.path.exists(os.path.join(killed, "summary.json"))
+    p = _cli(assets, killed, env=_env())
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    assert "resumed from" in out
+    a, b = adapter_of(straight), adapter_of(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    position = lambda w: Checkpointer(os.path.join(w, "checkpoints"), 2).read_data(12)["position"]
+    assert position(straight) == position(killed) == 12 * 4
+
+
+def test_two_processes_equal_one(assets, tmp_path):
+    single = str(tmp_path / "single")
+    p = _cli(assets, single, "--config.mesh=(1,2,1)", "--config.steps=4", env=_env(2))
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    multi = str(tmp_path / "multi")
+    procs = [_cli(assets, multi, "--config.mesh=(1,-1,1)", "--config.steps=4",
+                  f"--config.distributed.coordinator=127.0.0.1:{port}",
+                  "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+                  "--config.distributed.cpu_collectives=True", env=_env(1)) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out
+    np.testing.assert_allclose(losses_of(multi), losses_of(single), rtol=1e-5)

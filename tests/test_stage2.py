@@ -1,0 +1,180 @@
+"""Stage 2 (EmoAdapter + LoRA): eq. (5) masking, gradient flow, an end-to-end run, and the
+inference paths that read its outputs (evaluate, chat)."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from stage1_assets import config, make_assets, settings
+from vaemotion_jax.training import losses, stage2
+
+
+def test_emotion_loss_masks_missing_labels():
+    """Eq. (5): mean over the pathways that have labels; missing ones are not zero targets."""
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(-1, 1, (4, 3, 2)).astype(np.float32)
+    true = rng.uniform(-1, 1, (4, 3, 2)).astype(np.float32)
+    has = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 0]], bool)
+    want = []
+    for b in range(4):
+        terms = [np.sum((pred[b, m] - true[b, m]) ** 2) for m in range(3) if has[b, m]]
+        want.append(np.mean(terms) if terms else 0.0)
+    got = losses.emotion_mse(jnp.asarray(pred), jnp.asarray(true), jnp.asarray(has))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+    # a zero-filled missing label would change row 1; masking must ignore its target entirely
+    true2 = true.copy()
+    true2[1, 1] = 0.0
+    np.testing.assert_allclose(np.asarray(losses.emotion_mse(jnp.asarray(pred), jnp.asarray(true2),
+                                                             jnp.asarray(has))), want, rtol=1e-6)
+
+
+def test_ccc_is_one_for_identical_and_penalises_bias():
+    x = np.linspace(-1, 1, 50)
+    assert stage2.ccc(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert stage2.ccc(x + 0.5, x) < 0.9
+    assert stage2.ccc(-x, x) == pytest.approx(-1.0, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A 2-step Stage 1 run, then a 3-step full Stage 2 run from its adapter."""
+    from vaemotion_jax.training.stage1_run import run as run1
+    from vaemotion_jax.training.stage2_run import run as run2
+    import configs.stage2
+    root = tmp_path_factory.mktemp("stage2")
+    assets = make_assets(str(root / "assets"))
+    s1 = str(root / "stage1")
+    run1(config(settings(assets, s1, steps=2)))
+    c = configs.stage2.get_config()
+    base = settings(assets, str(root / "stage2"), steps=3, eval_items=24, teacher_batch=8,
+                    stage1_dir=s1, **{"lora.dropout": 0.1, "max_targets": 24})
+    del base["eval_clips"], base["max_response_tokens"]
+    for k, v in base.items():
+        node = c
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    report = run2(c)
+    return {"assets": assets, "stage1": s1, "stage2": str(root / "stage2"), "report": report}
+
+
+def test_stage2_run_reports_and_exports(runs):
+    rep = runs["report"]
+    assert set(rep["benchmark"]) == {"Stage 1", "Stage 2 (full)"}
+    for p in ("a", "v", "av"):
+        assert np.isfinite(rep["emotion"][f"mse_{p}"])
+    w = runs["stage2"]
+    for f in ("lora_peft/adapter_config.json", "lora_peft/adapter_model.safetensors",
+              "emoadapter/emotion_modules.json", "run.json", "summary.json", "metrics.jsonl"):
+        assert os.path.exists(os.path.join(w, f)), f
+    losses_ = [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
+    assert len(losses_) == 3 and all(np.isfinite(m["loss"]) for m in losses_)
+
+
+def test_gradients_reach_only_enhancer_supervisor_and_lora(runs):
+    from vaemotion_jax.data.pipeline import PipelineConfig, make_iterator
+    from vaemotion_jax.inference import load_run
+    from vaemotion_jax.training.stage1_run import resolve_assets
+    from vaemotion_jax.training.stage2_run import example_fn, training_records
+    run = load_run(runs["stage2"])
+    c = run.config
+    assets = resolve_assets(c)
+    train, _ = training_records(c, assets)
+    it = make_iterator([r for r in train if r.modality == "av"][:2], example_fn(c, assets, run.model.config.qwen),
+                       PipelineConfig(batch_size=2, shuffle=False, num_epochs=1,
+                                      buckets={"input_ids": (256, 512), "position_ids": (256, 512)}))
+    batch = {k: jnp.asarray(v) for k, v in next(it).items() if np.asarray(v).dtype.kind not in "USO"}
+    # move W2 of the enhancer and B of LoRA off zero so every trainable part has a gradient path
+    params = jax.tree.map(lambda x: x, run.params)
+    params["emotion_enhancer"]["fc2"]["kernel"] = params["emotion_enhancer"]["fc2"]["kernel"] + 0.01
+
+    def loss(p):
+        return stage2.stage2_loss(p, {}, batch, jax.random.key(0), model=run.model, lam=1.0,
+                                  deterministic=True)[0]
+
+    grads = jax.tree_util.tree_flatten_with_path(jax.grad(loss)(params))[0]
+    moved = {"/".join(str(getattr(k, "key", k)) for k in path) for path, g in grads
+             if float(jnp.abs(g).sum()) > 0}
+    assert any(m.startswith("emotion_enhancer") for m in moved)
+    assert any(m.startswith("emotion_supervisor") for m in moved)
+    assert any("lora_" in m for m in moved)
+    bad = [m for m in moved if not (m.startswith("emotion_") or "lora_" in m)]
+    assert not bad, bad
+
+
+def test_evaluate_generate_equals_the_generator(runs, tmp_path):
+    """Greedy decoding in evaluation gives exactly `greedy_generate`'s tokens for video items."""
+    from vaemotion_jax.data.decode import DecodeOptions, decode_record
+    from vaemotion_jax.evaluate import main as evaluate
+    from vaemotion_jax.evaluation.prompts import load_benchmark, record_prompt
+    from vaemotion_jax.generate import greedy_generate
+    from vaemotion_jax.inference import load_run
+    from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
+    from vaemotion_jax.processing.chat import encode_chat
+    from vaemotion_jax.processing.vision import preprocess_video
+    out = str(tmp_path / "eval.json")
+    assert evaluate(["--checkpoint", runs["stage1"], "--benchmark", "artemo", "--modality", "v",
+                     "--limit", "3", "--out", out, "--max-new-tokens", "6"]) == 0
+    results = json.load(open(out))
+    run = load_run(runs["stage1"])
+    world = json.load(open(os.path.join(runs["stage1"], "run.json")))["world_dir"]
+    items = load_benchmark(os.path.join(world, "benchmark.jsonl"), "artemo", split="heldout",
+                           modality="v")[:3]
+    tok = run.tokenizer
+    for item, pred in zip(items, results["predictions"]):
+        clip = decode_record(item, DecodeOptions(num_frames=run.spec.num_frames, audio=False))
+        v = preprocess_video(clip.frames, clip.fps, resized_hw=run.spec.resized_hw,
+                             min_pixels=run.spec.min_pixels, max_pixels=run.spec.max_pixels)
+        n = int(np.prod(v["video_grid_thw"])) // 4
+        ids = encode_chat(tok, [{"role": "user", "content": record_prompt(item, "artemo")}],
+                          video_tokens=n, add_generation_prompt=True)["input_ids"][None]
+        toks = greedy_generate(Qwen2_5_VL(run.model.config.qwen), run.params["backbone"], ids, None,
+                               v["pixel_values_videos"], v["video_grid_thw"][None],
+                               np.array([v["second_per_grid_ts"]]), max_new_tokens=6)
+        assert pred["id"] == item.id
+        assert pred["response"] == tok.decode(toks[0], skip_special_tokens=True)
+
+
+def test_chat_answers_audio_file_and_video(runs, tmp_path):
+    import soundfile as sf
+    from vaemotion_jax.chat import respond
+    from vaemotion_jax.inference import load_run
+    run = load_run(runs["stage2"])
+    world = json.load(open(os.path.join(runs["stage2"], "run.json")))["world_dir"]
+    clip = sorted(os.listdir(os.path.join(world, "clips")))[0]
+    wav = str(tmp_path / "tone.wav")
+    t = np.arange(48000) / 16000
+    sf.write(wav, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    replies = respond(run, [wav], "a", "What do you hear?", max_new_tokens=4)
+    assert len(replies) == 1 and replies[0].valence_arousal is not None
+    assert all(-1 <= x <= 1 for x in replies[0].valence_arousal)
+    both = respond(run, [os.path.join(world, "clips", clip)], "av", "Describe it.", max_new_tokens=4)
+    assert both[0].modality == "av" and isinstance(both[0].response, str)
+
+
+def test_logits_notebook_runs_top_to_bottom(runs, tmp_path):
+    """notebooks/logits_analysis.ipynb on the runs above (it cannot rot unnoticed)."""
+    import nbformat
+    from nbclient import NotebookClient
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    nb = nbformat.read(os.path.join(root, "notebooks", "logits_analysis.ipynb"), as_version=4)
+    env = {"STAGE1_RUN": runs["stage1"], "STAGE2_RUN": runs["stage2"], "N_CLIPS": "4",
+           "MPLBACKEND": "Agg"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    text = "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                     for o in cell.get("outputs", []))
+    assert "mean KL per token" in text and "MSE per pathway" in text

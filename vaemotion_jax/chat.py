@@ -1,0 +1,85 @@
+"""`python -m vaemotion_jax.chat --checkpoint runs/stage2 --media clip.mp4 --modality av --prompt "..."`
+
+Prints the model's response and, for a Stage 2 run, the Emotion Supervisor's valence/arousal
+for the chosen pathway. Audio-only input may be a plain audio file (wav, flac, mp3) or the audio
+track of a video. `respond()` does the same for a batch in Python.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from vaemotion_jax.data.manifest import Record
+from vaemotion_jax.data.pipeline import PipelineConfig, make_iterator
+from vaemotion_jax.evaluation import runner as eval_runner
+from vaemotion_jax.generate import greedy_generate
+from vaemotion_jax.inference import LoadedRun, load_run
+from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
+
+PATHWAY_INDEX = {"a": 0, "v": 1, "av": 2}
+
+
+@dataclass
+class Reply:
+    media: str
+    modality: str
+    response: str
+    valence_arousal: tuple[float, float] | None   # None without an Emotion Supervisor
+
+
+def respond(run: LoadedRun, media: Sequence[str], modality: str, prompt: str,
+            max_new_tokens: int = 64, batch_size: int = 8) -> list[Reply]:
+    """One reply per media file, all with the same prompt and pathway (a | v | av)."""
+    if modality not in PATHWAY_INDEX:
+        raise ValueError(f"modality must be a, v or av, got {modality!r}")
+    qwen = run.model.config.qwen
+    records = [Record(id=str(i), media=path, modality=modality) for i, path in enumerate(media)]
+    it = make_iterator(records, eval_runner.example_fn(run.spec, qwen, "artemo", modality,
+                                                       prompt=prompt), PipelineConfig(
+        batch_size=batch_size, shuffle=False, num_epochs=1, drop_remainder=False, strict=True,
+        buckets=eval_runner._BUCKETS, pad_values={"prompt_ids": qwen.pad_token_id}))
+    tok = run.tokenizer
+    emotion = run.model.config.emotion
+    has_va = emotion is not None and emotion.supervisor
+    tokens_fn = jax.jit(functools.partial(eval_runner.pathway_tokens, run.model))
+    va_fn = jax.jit(functools.partial(eval_runner.emotions, run.model)) if has_va else None
+    replies = []
+    for batch in it:
+        dev = eval_runner._device(batch)
+        ids, mask, pos = eval_runner._left_pad(batch, qwen.pad_token_id)
+        out = greedy_generate(Qwen2_5_VL(qwen), run.params["backbone"], ids, mask,
+                              visual_tokens=np.asarray(tokens_fn(run.params, dev)),
+                              position_ids=pos, max_new_tokens=max_new_tokens)
+        va = np.asarray(va_fn(run.params, dev)) if has_va else None
+        for b in np.flatnonzero(batch["valid"]):
+            i = int(batch["id"][b])
+            pair = None if va is None else tuple(float(x) for x in va[b, PATHWAY_INDEX[modality]])
+            replies.append(Reply(media[i], modality, tok.decode(out[b], skip_special_tokens=True), pair))
+    return sorted(replies, key=lambda r: list(media).index(r.media))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.chat", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a training workdir (runs/stage1, runs/stage2)")
+    p.add_argument("--media", required=True, nargs="+", help="video (with audio) or audio files")
+    p.add_argument("--modality", default="av", choices=sorted(PATHWAY_INDEX))
+    p.add_argument("--prompt", default="Describe what you perceive in this clip.")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    args = p.parse_args(argv)
+    run = load_run(args.checkpoint)
+    for reply in respond(run, args.media, args.modality, args.prompt, args.max_new_tokens):
+        print(f"{reply.media} [{reply.modality}]: {reply.response}")
+        if reply.valence_arousal is not None:
+            v, a = reply.valence_arousal
+            print(f"  valence {v:+.3f}  arousal {a:+.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Running a model on multiple-choice items: batched, jitted, in generation or option-scoring mode.
+
+Every item gets the same prompt text whatever its modality; the modality only decides which
+tokens fill the placeholders (audio z_a, video z_v, or joint [z_a; z_v], enhanced when the
+model has an Emotion Enhancer). Audio-only files (AIR-Bench, plain wav/flac/mp3) use the
+training video grid for their tokens' positions, since the audio pathway stands in for a video.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaemotion_jax.data.decode import BadExample, DecodeOptions
+from vaemotion_jax.data.manifest import Record
+from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.evaluation.prompts import option_letters, record_prompt
+from vaemotion_jax.evaluation.scoring import Prediction, make_prediction
+from vaemotion_jax.generate import greedy_generate
+from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
+from vaemotion_jax.models.vaemotion import MODALITY_CODES, VAEmotionLLM
+from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.processing.vision import VideoPreprocessConfig
+from vaemotion_jax.training.examples import layout_arrays, pathway_positions
+from vaemotion_jax.training.stage2 import placeholder_count
+
+log = logging.getLogger("vaemotion_jax.evaluate")
+_LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How media become model inputs (must match training)."""
+    tokenizer_dir: str
+    num_frames: int
+    resized_hw: tuple[int, int]
+    min_pixels: int
+    max_pixels: int
+    audio_max_length: int
+    joint_layout: str = "shared_grid"
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        vp = VideoPreprocessConfig(self.resized_hw, self.min_pixels, self.max_pixels)
+        return vp.grid_thw(self.num_frames, *self.resized_hw)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    from vaemotion_jax.processing.tokenizer import load_tokenizer
+    return load_tokenizer(path)
+
+
+def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
+                   pad_absent: bool = False, prompt: str | None = None) -> dict:
+    """Pipeline `format_fn`: the item's prompt (ending in the generation prompt) with its
+    pathway's placeholders, right-padded later; media (zeros for a stream the item lacks)."""
+    modality = record.modality or "a"
+    if modality in ("v", "av") and "pixel_values_videos" not in features:
+        raise BadExample(record.where, f"modality {modality} needs a video stream", "no_video")
+    if modality in ("a", "av") and "fbank" not in features:
+        raise BadExample(record.where, f"modality {modality} needs an audio stream", "no_audio")
+    grid = spec.grid
+    if "video_grid_thw" in features and tuple(int(g) for g in features["video_grid_thw"]) != grid:
+        raise BadExample(record.where, f"video grid {tuple(features['video_grid_thw'])} differs from "
+                         f"the model's {grid}", "preprocess")
+    sec = float(features.get("second_per_grid_ts", 2.0 / 2.0))
+    text = prompt if prompt is not None else record_prompt(record, benchmark, pad_absent)
+    n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
+    ids = encode_chat(_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
+                      video_tokens=n, add_generation_prompt=True)["input_ids"].astype(np.int32)
+    rows = int(np.prod(grid))
+    return {"prompt_ids": ids,
+            "position_ids": pathway_positions(ids, modality, grid, sec, qwen, spec.joint_layout).T.astype(np.int32),
+            "modality": np.int32(MODALITY_CODES[modality]),
+            "pixel_values_videos": features.get("pixel_values_videos",
+                                                np.zeros((rows, qwen.vision.patch_dim), np.float32)),
+            "fbank": features.get("fbank", np.zeros((spec.audio_max_length, 128), np.float32)),
+            **layout_arrays(qwen, grid)}
+
+
+def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
+               pad_absent: bool = False, prompt: str | None = None) -> ExampleFn:
+    """Decodes only the streams the items need (audio-only items: no video). `prompt` replaces
+    the items' own multiple-choice prompt (free questions, emotion read-outs)."""
+    decode = DecodeOptions(num_frames=spec.num_frames, video=modality != "a")
+    return ExampleFn(decode=decode,
+                     format_fn=functools.partial(prompt_example, spec=spec, qwen=qwen,
+                                                 benchmark=benchmark, pad_absent=pad_absent,
+                                                 prompt=prompt),
+                     video_kwargs=dict(resized_hw=tuple(spec.resized_hw), min_pixels=spec.min_pixels,
+                                       max_pixels=spec.max_pixels),
+                     fbank_frames=spec.audio_max_length)
+
+
+def _layout(batch):
+    return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+
+
+def _pathway(m: VAEmotionLLM, batch):
+    e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"], _layout(batch))
+    return m.pathway_tokens(e_a, e_v, batch["modality"])
+
+
+def emotions(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
+    """V-A predictions (B, 3, 2) for the (a, v, av) pathways (models with a supervisor)."""
+    def run(m):
+        return m.emotions(*m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"],
+                                             _layout(batch)))
+    return model.apply({"params": params}, method=run)
+
+
+def pathway_tokens(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
+    """The placeholder tokens (B, 2N, D) of each item's pathway."""
+    return model.apply({"params": params}, batch, method=_pathway)
+
+
+def last_logprobs(model: VAEmotionLLM, params, batch, candidates: jnp.ndarray) -> jnp.ndarray:
+    """Log-probabilities (B, K) of `candidates` (K,) token ids as the first reply token."""
+    def run(m):
+        s = batch["prompt_ids"].shape[1]
+        mask = jnp.arange(s)[None] < batch["prompt_ids_length"][:, None]
+        h = m.hidden(batch["prompt_ids"], jnp.moveaxis(batch["position_ids"], -1, 0), mask,
+                     _pathway(m, batch))
+        last = jnp.take_along_axis(h, (batch["prompt_ids_length"] - 1)[:, None, None], 1)
+        return jax.nn.log_softmax(m.logits(last[:, 0]).astype(jnp.float32), -1)[:, candidates]
+    return model.apply({"params": params}, method=run)
+
+
+def letter_token_ids(tokenizer, n: int) -> np.ndarray:
+    """The token id of each option letter as the reply's first token."""
+    ids = []
+    for letter in option_letters(n):
+        toks = tokenizer.encode(letter, add_special_tokens=False)
+        if len(toks) != 1:
+            raise ValueError(f"the letter {letter!r} is {len(toks)} tokens for this tokenizer; "
+                             "option scoring needs one")
+        ids.append(toks[0])
+    return np.asarray(ids, np.int32)
+
+
+def _left_pad(batch: dict, pad_id: int):
+    """Left-padded prompt ids, mask and positions for generation."""
+    p = batch["prompt_ids"].shape[1]
+    ids = np.full_like(batch["prompt_ids"], pad_id)
+    mask = np.zeros_like(batch["prompt_ids"])
+    pos = np.zeros((3,) + ids.shape, np.int32)
+    for b in range(ids.shape[0]):
+        n = max(int(batch["prompt_ids_length"][b]), 1)
+        ids[b, p - n:] = batch["prompt_ids"][b, :n]
+        mask[b, p - n:] = 1
+        pos[:, b, p - n:] = batch["position_ids"][b, :n].T
+    return ids, mask, pos
+
+
+def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: InputSpec,
+              benchmark: str, mode: str = "loglik", batch_size: int = 32, max_new_tokens: int = 8,
+              rule: str = "airbench", pad_absent: bool = False) -> list[Prediction]:
+    """Predictions for benchmark items, grouped by modality; progress is logged."""
+    qwen = model.config.qwen
+    tok = _tokenizer(spec.tokenizer_dir)
+    score = jax.jit(functools.partial(last_logprobs, model))
+    tokens_fn = jax.jit(functools.partial(pathway_tokens, model))
+    by_id = {r.id: r for r in records}
+    preds: list[Prediction] = []
+    t0, done = time.time(), 0
+    for modality in sorted({r.modality or "a" for r in records}):
+        group = [r for r in records if (r.modality or "a") == modality]
+        it = make_iterator(group, example_fn(spec, qwen, benchmark, modality, pad_absent),
+                           PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
+                                          drop_remainder=False,
+                                          buckets=_BUCKETS,
+                                          pad_values={"prompt_ids": qwen.pad_token_id}))
+        for batch in it:
+            rows = [i for i in range(len(batch["id"])) if batch["valid"][i]]
+            dev = _device(batch)
+            if mode == "loglik":
+                n_opts = {len(by_id[str(batch["id"][i])].options) for i in rows}
+                k = max(n_opts)
+                lp = np.asarray(score(params, dev, jnp.asarray(letter_token_ids(tok, k))))
+                for i in rows:
+                    r = by_id[str(batch["id"][i])]
+                    preds.append(make_prediction(r, benchmark,
+                                                 option_logprobs=[[float(x)] for x in lp[i, :len(r.options)]]))
+            elif mode == "generate":
+                ids, mask, pos = _left_pad(batch, qwen.pad_token_id)
+                out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
+                                      visual_tokens=np.asarray(tokens_fn(params, dev)),
+                                      position_ids=pos, max_new_tokens=max_new_tokens)
+                for i in rows:
+                    r = by_id[str(batch["id"][i])]
+                    text = tok.decode(out[i], skip_special_tokens=True)
+                    preds.append(make_prediction(r, benchmark, response=text, rule=rule))
+            else:
+                raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")
+            done += len(rows)
+            log.info("evaluate: %d/%d items (%.1f items/s)", done, len(records),
+                     done / max(time.time() - t0, 1e-9))
+        log.info("%s", it.summary())
+    return preds
+
+
+def valence_arousal(model: VAEmotionLLM, params, spec: InputSpec, records: Sequence[Record],
+                    batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The supervisor's (valence, arousal) for the (a, v, av) pathways of one record per clip
+    with labels: (predicted (N, 3, 2), true (N, 3, 2), has_label (N, 3))."""
+    from vaemotion_jax.data.pipeline import label_arrays
+    seen, clips = set(), []
+    for r in records:
+        if r.media not in seen and r.labels:
+            seen.add(r.media)
+            clips.append(Record(id=r.id, media=r.media, start=r.start, end=r.end, modality="av",
+                                labels=r.labels))
+    qwen = model.config.qwen
+    it = make_iterator(clips, example_fn(spec, qwen, "artemo", "av", prompt=""),
+                       PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
+                                      drop_remainder=False, buckets=_BUCKETS,
+                                      pad_values={"prompt_ids": qwen.pad_token_id}))
+    fn = jax.jit(functools.partial(emotions, model))
+    by_id = {r.id: r for r in clips}
+    preds, trues, masks = [], [], []
+    for batch in it:
+        va = np.asarray(fn(params, _device(batch)))
+        for b in np.flatnonzero(batch["valid"]):
+            lab = label_arrays(by_id[str(batch["id"][b])])
+            preds.append(va[b]), trues.append(lab["va"]), masks.append(lab["va_mask"])
+    return np.stack(preds), np.stack(trues), np.stack(masks)
+
+
+def _device(batch: dict) -> dict:
+    return {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind not in "USO"}

@@ -1,0 +1,553 @@
+"""Plan before you run: compile a stage's real train step ahead of time, from shapes alone.
+
+    python -m vaemotion_jax.plan --config=stage1_7b:gpu8x24 --devices=8
+    python -m vaemotion_jax.plan --config=stage1 --config.model=qwen2_5_vl_7b --devices=8 \
+        --peak_tflops=165 --mfu=0.35
+
+No weight is read or allocated. Params, optimizer state and the batch are ShapeDtypeStructs
+that carry the shardings a real run gives them (the logical rules on the config's mesh), and
+the stage's own `train_step` is `jax.jit(..., in_shardings, out_shardings, donate_argnums=0)`
+lowered and compiled, as the trainer jits it. XLA's compiled analysis then gives per-device
+memory (arguments, outputs, temporaries, the donated bytes shared by arguments and outputs)
+and the FLOPs of one step.
+
+`--devices N` simulates N CPU devices. The numbers are then the CPU compiler's: a proxy for a
+GPU or TPU, whose compilers fuse, lay out and schedule differently. Run the same command
+without `--devices` on the target machine to get its own compiler's numbers.
+
+Stages plug in through `PROGRAMS`: a builder (config, mesh, options) -> `Program`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from absl import app, flags
+
+# `--config` (a stage config name or path, as for training) is defined by the train entry point.
+from vaemotion_jax.train import expand_config_names
+_DEVICES = flags.DEFINE_integer(
+    "devices", 0, "simulate this many CPU devices (0: use the devices this machine has)")
+_PEAK = flags.DEFINE_float(
+    "peak_tflops", None, "peak dense bf16 TFLOP/s of one device (default: config hardware)")
+_MFU = flags.DEFINE_float("mfu", None, "assumed utilisation of the peak (default: config "
+                          "hardware, else 0.4)")
+_BUDGET = flags.DEFINE_float("budget_gib", None, "per-device memory budget to check against "
+                             "(default: config hardware)")
+_SEQ = flags.DEFINE_integer("seq_len", None, "LLM sequence length (default: the smallest "
+                            "bucket that holds the video, the text and the targets)")
+_TEXT = flags.DEFINE_integer("text_tokens", None, "chat template + prompt tokens around the "
+                             "video (default: counted with the backbone's tokenizer when it is "
+                             f"at hand, else {48})")
+_PROXY = flags.DEFINE_bool("cpu_proxy", True, "on XLA:CPU, plan bfloat16 as float16 (same "
+                           "bytes) so 16-bit matmuls are not widened to f32 copies")
+_JSON = flags.DEFINE_string("json", "", "also write the plan as JSON to this path")
+
+GiB = 2 ** 30
+TEXT_TOKENS = 48   # template + prompt tokens when no tokenizer is at hand (Qwen's: about 30)
+
+
+@dataclass(frozen=True)
+class Options:
+    seq_len: int | None = None    # None: from the buckets
+    text_tokens: int | None = None  # template + prompt tokens; None: counted, else TEXT_TOKENS
+    cpu_proxy: bool = True        # on CPU, plan bf16 as f16 (see `proxy_config`)
+
+
+# XLA:CPU has no bf16 matmul: `change-op-data-type` rewrites every bf16 (and f16) dot into an
+# f32 dot on f32 copies of its operands, and loop-invariant code motion then hoists the copies
+# of whole stacked weights out of the layer loop. Neither happens on GPU/TPU. With f16 (same
+# width as bf16) and that pass off, XLA:CPU keeps 16-bit dots and its buffers match the
+# accelerator program's sizes much more closely.
+CPU_PROXY_OPTIONS = {"xla_disable_hlo_passes": "change-op-data-type"}
+
+
+def proxy_config(c):
+    """A copy of `c` with bfloat16 replaced by float16 (same bytes) for XLA:CPU."""
+    c = c.copy_and_resolve_references()
+    for field in ("dtype", "param_dtype"):
+        if c[field] == "bfloat16":
+            c[field] = "float16"
+    return c
+
+
+@dataclass
+class Program:
+    """A stage's train step, ready to lower: function, abstract arguments with shardings."""
+    step: Callable
+    args: tuple
+    in_shardings: tuple
+    out_shardings: Any
+    clips: int                    # examples per step (global)
+    seq_len: int                  # LLM tokens per example
+    seq_note: str                 # where seq_len comes from
+    shapes: dict                  # batch field -> global shape (for the report)
+
+
+@dataclass
+class Plan:
+    """What XLA says one compiled step needs, per device."""
+    stage: str
+    model: str
+    platform: str
+    devices: int
+    mesh: dict
+    clips: int
+    seq_len: int
+    seq_note: str
+    memory: dict                  # bytes per device: argument, output, alias, temp, code, total
+    flops: float                  # per device per step (every layer counted)
+    compiled_flops: float         # XLA's count on the compiled step (a loop body counted once)
+    lower_seconds: float
+    compile_seconds: float
+    shapes: dict
+    levers: dict                  # dtype, param_dtype, remat, scan_layers, batch
+    cpu_proxy: bool = False       # planned on XLA:CPU with bf16 as f16 (CPU_PROXY_OPTIONS)
+
+    @property
+    def tokens(self) -> int:
+        return self.clips * self.seq_len
+
+    def step_seconds(self, peak_tflops: float, mfu: float) -> float:
+        return self.flops / (peak_tflops * 1e12 * mfu)
+
+
+PROGRAMS: dict[str, Callable[..., Program]] = {}
+
+
+def register(stage: str):
+    """Decorator: `@register("stage2") def build(c, mesh, options) -> Program`."""
+    def add(fn):
+        PROGRAMS[stage] = fn
+        return fn
+    return add
+
+
+# --- shared pieces: abstract params and state with their shardings -------------------------------
+
+def with_dtype(boxed, dtype):
+    """Boxed abstract params cast to `dtype` (boxes and logical names kept)."""
+    import jax
+    from flax import linen as nn
+    cast = lambda x: jax.ShapeDtypeStruct(x.shape, dtype)
+    return jax.tree.map(lambda b: b.replace_boxed(cast(b.unbox())) if isinstance(
+        b, nn.LogicallyPartitioned) else cast(b), boxed,
+        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def placed(boxed, mesh):
+    """Boxed abstract tree -> plain ShapeDtypeStructs carrying their NamedShardings."""
+    import jax
+    from flax import linen as nn
+    from vaemotion_jax import sharding
+    shardings = sharding.param_shardings(boxed, mesh)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        nn.meta.unbox(boxed), shardings)
+
+
+def abstract_state(trainable_boxed, tx, seed: int, mesh):
+    """The TrainState a run creates from the trainable params: Adam moments sharded like their
+    params (optax maps over the boxes, so the moments keep the logical names)."""
+    import jax
+    from vaemotion_jax.training.state import create_state
+    rng = jax.random.key_data(jax.random.key(seed))
+    boxed = jax.eval_shape(lambda p: create_state(p, tx, rng), trainable_boxed)
+    return placed(boxed, mesh)
+
+
+def shardings_of(tree):
+    import jax
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def batch_arrays(shapes: dict[str, tuple[tuple, Any]], mesh) -> dict:
+    """{name: (global shape, dtype)} -> ShapeDtypeStructs sharded on the batch axis."""
+    import jax
+    from vaemotion_jax import sharding
+    return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
+            for k, (s, d) in shapes.items()}
+
+
+def sequence_length(buckets, needed: int) -> int:
+    """The smallest bucket that holds `needed` tokens (what the pipeline pads a batch to)."""
+    fits = [b for b in sorted(buckets) if b >= needed]
+    if not fits:
+        raise ValueError(f"an example of {needed} tokens exceeds the largest sequence bucket "
+                         f"{max(buckets)}; add a bucket to data.seq_buckets")
+    return fits[0]
+
+
+def optimizer(c):
+    from vaemotion_jax.training.state import make_optimizer
+    o = c.optim
+    return make_optimizer(o.lr, o.warmup_steps, c.steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
+
+
+def tokenizer_dir(c) -> str | None:
+    """The backbone's tokenizer directory when it is on this machine (the tiny one is built in)."""
+    if c.backbone_path:
+        return c.backbone_path if os.path.isdir(c.backbone_path) else None
+    if c.model == "tiny":
+        from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+        return default_tiny_tokenizer_dir()
+    return None
+
+
+def model_configs(c, **qwen_runtime):
+    """(qwen, AST, adapter configs, video grid) from the config alone, as the runs build them."""
+    import numpy as np
+    from vaemotion_jax.models import ast as ast_lib
+    from vaemotion_jax.models.adapters import AudioAdapterConfig
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.training.stage1_run import video_grid
+    qwen = qwen_config.preset(c.qwen_preset, dtype=c.dtype, scan_layers=c.scan_layers,
+                              remat=c.remat, **qwen_runtime)
+    ast = ast_lib.preset(c.ast_preset).replace(max_length=c.data.audio_max_length)
+    grid = video_grid(c)
+    adapter = AudioAdapterConfig(
+        kind=c.adapter.kind, num_tokens=int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2,
+        out_dim=qwen.text.hidden_size, seq_hidden=c.adapter.seq_hidden,
+        channel_hidden=c.adapter.channel_hidden, activation=c.adapter.activation)
+    return qwen, ast, adapter, grid
+
+
+def frozen_towers(c, qwen, ast) -> dict:
+    """Boxed abstract backbone and audio encoder as the loaders make them: weights in
+    param_dtype, fresh LoRA params (if any) in float32."""
+    import jax.numpy as jnp
+    from vaemotion_jax.models import ast as ast_lib
+    from vaemotion_jax.models.lora import split_lora
+    from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
+    from vaemotion_jax.training.state import merge_params
+    base, lora = split_lora(qwen_params(qwen))
+    dtype = jnp.dtype(c.param_dtype)
+    return {"backbone": merge_params(with_dtype(base, dtype), lora),
+            "audio_encoder": with_dtype(ast_lib.abstract_params(ast), dtype)}
+
+
+def adapter_params(adapter, ast):
+    """Boxed abstract audio adapter (float32, as initialised and as Stage 1 exports it)."""
+    import jax
+    import jax.numpy as jnp
+    from vaemotion_jax.models.adapters import make_audio_adapter
+    module = make_audio_adapter(adapter, ast.num_tokens, ast.hidden_size)
+    feats = jnp.zeros((1, ast.num_tokens, ast.hidden_size))
+    return jax.eval_shape(lambda r: module.init(r, feats)["params"], jax.random.key(0))
+
+
+def media_shapes(c, qwen, grid, batch: int) -> dict:
+    """{field: (shape, dtype)} of a batch's video rows, vision layout and fbank."""
+    import numpy as np
+    from vaemotion_jax.training.examples import layout_arrays
+    lay = layout_arrays(qwen, grid)
+    return {"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim), np.float32),
+            **{k: ((batch,) + v.shape, np.int32) for k, v in lay.items()},
+            "fbank": ((batch, c.data.audio_max_length, 128), np.float32)}
+
+
+def text_tokens(c, options: Options, count, default: int) -> tuple[int, str]:
+    """Template + prompt tokens: given, counted with the tokenizer (`count(c, path)`), or the
+    default estimate."""
+    if options.text_tokens is not None:
+        return options.text_tokens, "given"
+    path = tokenizer_dir(c)
+    return (count(c, path), "counted") if path and count else (default, "estimated")
+
+
+def program(c, mesh, step, boxed: dict, trainable: tuple[str, ...], shapes: dict, seq_len: int,
+            seq_note: str) -> Program:
+    """The step with its abstract (state, frozen, batch), sharded as a run shards them."""
+    from jax.sharding import NamedSharding, PartitionSpec
+    from vaemotion_jax.training.state import split_params
+    trainable_boxed, frozen_boxed = split_params(boxed, trainable)
+    state = abstract_state(trainable_boxed, step.keywords["tx"], c.seed, mesh)
+    frozen = placed(frozen_boxed, mesh)
+    batch = batch_arrays(shapes, mesh)
+    return Program(step, (state, frozen, batch),
+                   (shardings_of(state), shardings_of(frozen), shardings_of(batch)),
+                   (shardings_of(state), NamedSharding(mesh, PartitionSpec())),
+                   c.data.batch_size, seq_len, seq_note, {k: s for k, (s, _) in shapes.items()})
+
+
+# --- stage 1 --------------------------------------------------------------------------------------
+
+def stage1_text_tokens(c, path: str) -> int:
+    """Template + prompt tokens of the longest Stage 1 prompt (everything but video and answer)."""
+    from vaemotion_jax.processing.chat import encode_chat
+    from vaemotion_jax.processing.tokenizer import load_tokenizer
+    tok = load_tokenizer(path)
+    return max(len(encode_chat(tok, [{"role": "user", "content": p}], video_tokens=1,
+                               add_generation_prompt=True)["input_ids"]) - 1 for p in c.prompts)
+
+
+def stage1_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
+    """(S, how it was chosen): the bucket a prompt + video + longest response is padded to."""
+    if options.seq_len:
+        return options.seq_len, "given"
+    text, how = text_tokens(c, options, stage1_text_tokens, TEXT_TOKENS)
+    need = video_tokens + text + c.max_response_tokens
+    return (sequence_length(c.data.seq_buckets, need),
+            f"bucket of {video_tokens} video + {text} text ({how}) + "
+            f"{c.max_response_tokens} response tokens")
+
+
+def stage1_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
+    """{field: (global shape, dtype)} of a Stage 1 batch after `attach_responses` (the fields
+    the step reads, and the small ones it carries)."""
+    import numpy as np
+    a, i32 = c.max_response_tokens, np.int32
+    return {"input_ids": ((batch, seq_len), i32), "position_ids": ((batch, seq_len, 3), i32),
+            "attention_mask": ((batch, seq_len), np.bool_), "target_index": ((batch, a), i32),
+            "target_ids": ((batch, a), i32), "target_mask": ((batch, a), np.bool_),
+            **media_shapes(c, qwen, grid, batch), "valid": ((batch,), np.bool_),
+            "video_grid_thw": ((batch, 3), i32), "second_per_grid_ts": ((batch,), np.float32)}
+
+
+@register("stage1")
+def stage1_program(c, mesh, options: Options) -> Program:
+    import jax.numpy as jnp
+    from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
+    from vaemotion_jax.training import stage1
+    qwen, ast, adapter, grid = model_configs(c)
+    model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype)))
+    boxed = {**frozen_towers(c, qwen, ast), "audio_adapter": adapter_params(adapter, ast)}
+    seq_len, note = stage1_sequence(c, adapter.num_tokens, options)
+    step = functools.partial(stage1.train_step, model=model, tx=optimizer(c), tau=c.tau,
+                             align=c.align)
+    shapes = stage1_batch_shapes(c, qwen, grid, c.data.batch_size, seq_len)
+    return program(c, mesh, step, boxed, tuple(c.trainable), shapes, seq_len, note)
+
+
+# --- stage 2 --------------------------------------------------------------------------------------
+
+STAGE2_TEXT_TOKENS = 96   # template + an emotion question with its options (no tokenizer count:
+                          # the conversations are data; --text_tokens or --seq_len to set)
+
+
+def stage2_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
+    """(S, how): the bucket of a joint (AV) conversation, whose placeholders hold 2N tokens."""
+    if options.seq_len:
+        return options.seq_len, "given"
+    text, how = text_tokens(c, options, None, STAGE2_TEXT_TOKENS)
+    need = 2 * video_tokens + text + c.max_targets
+    return (sequence_length(c.data.seq_buckets, need),
+            f"bucket of 2 x {video_tokens} joint audio+video + {text} text ({how}) + "
+            f"{c.max_targets} answer tokens")
+
+
+def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
+    """{field: (global shape, dtype)} of a collated Stage 2 batch (`conversation_example`)."""
+    import numpy as np
+    a, i32 = c.max_targets, np.int32
+    return {"input_ids": ((batch, seq_len), i32), "input_ids_length": ((batch,), i32),
+            "position_ids": ((batch, seq_len, 3), i32), "position_ids_length": ((batch,), i32),
+            "target_index": ((batch, a), i32), "target_ids": ((batch, a), i32),
+            "target_mask": ((batch, a), np.bool_), "modality": ((batch,), i32),
+            **media_shapes(c, qwen, grid, batch), "va": ((batch, 3, 2), np.float32),
+            "va_mask": ((batch, 3), np.bool_), "valid": ((batch,), np.bool_)}
+
+
+@register("stage2")
+def stage2_program(c, mesh, options: Options) -> Program:
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+    from configs.stage2 import ABLATIONS
+    from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
+    from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
+    from vaemotion_jax.training import stage2
+    from vaemotion_jax.training.stage2_run import trainable_patterns
+    if c.ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(ABLATIONS)}")
+    parts = ABLATIONS[c.ablation]
+    lora = (dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha, lora_dropout=c.lora.dropout)
+            if parts["lora"] else {})
+    qwen, ast, adapter, grid = model_configs(c, **lora)
+    emotion = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
+                            c.emotion.supervisor_hidden)
+    model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype), emotion))
+    boxed = {**frozen_towers(c, qwen, ast), "audio_adapter": adapter_params(adapter, ast)}
+    z, d = jnp.zeros((1, 2, qwen.text.hidden_size)), qwen.text.hidden_size
+    for name, on, module in (("emotion_enhancer", emotion.enhancer,
+                              EmotionEnhancer(d, emotion.enhancer_hidden)),
+                             ("emotion_supervisor", emotion.supervisor,
+                              EmotionSupervisor(d, emotion.supervisor_hidden))):
+        if on:   # stage2_run replicates the EmoAdapter on every device: unboxed = replicated
+            boxed[name] = nn.meta.unbox(jax.eval_shape(
+                lambda r, m=module: m.init(r, z)["params"], jax.random.key(0)))
+    patterns = trainable_patterns(emotion, parts["lora"])
+    if not patterns:
+        raise ValueError(f"ablation {c.ablation!r} trains nothing: there is no step to plan")
+    seq_len, note = stage2_sequence(c, adapter.num_tokens, options)
+    step = functools.partial(stage2.train_step, model=model, tx=optimizer(c), lam=c.lam,
+                             dropout=bool(lora) and c.lora.dropout > 0)
+    shapes = stage2_batch_shapes(c, qwen, grid, c.data.batch_size, seq_len)
+    return program(c, mesh, step, boxed, patterns, shapes, seq_len, note)
+
+
+# --- compile and measure --------------------------------------------------------------------------
+
+def memory_of(compiled) -> dict[str, int]:
+    """Per-device bytes from XLA's buffer assignment; total = arguments + outputs - aliased
+    (donated) + temporaries + generated code."""
+    m = compiled.memory_analysis()
+    if m is None:
+        raise RuntimeError("this backend gives no memory analysis for compiled programs")
+    out = {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes,
+           "alias": m.alias_size_in_bytes, "temp": m.temp_size_in_bytes,
+           "code": m.generated_code_size_in_bytes}
+    out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["code"]
+    return out
+
+
+def cost_of(stage) -> dict[str, float]:
+    """XLA's cost analysis of a lowered or compiled program."""
+    cost = stage.cost_analysis()
+    if isinstance(cost, (list, tuple)):   # older JAX: one dict per program
+        cost = cost[0]
+    if not cost or "flops" not in cost:
+        raise RuntimeError("this backend gives no cost analysis for the program")
+    return {"flops": float(cost["flops"])}
+
+
+def unrolled_flops(c, mesh, options: Options) -> float:
+    """FLOPs of one step counted on the HLO with every layer loop unrolled (lowered, not
+    compiled). XLA's cost analysis counts a while loop's body once, so on a scanned step it
+    misses all but one layer of every tower."""
+    import jax
+    c = c.copy_and_resolve_references()
+    c.scan_layers = False
+    program = PROGRAMS[c.stage](c, mesh, options)
+    jitted = jax.jit(program.step, in_shardings=program.in_shardings,
+                     out_shardings=program.out_shardings, donate_argnums=(0,))
+    return cost_of(jitted.lower(*program.args))["flops"]
+
+
+def make_plan(c, mesh, options: Options = Options()) -> Plan:
+    """Builds the config's stage program on `mesh`, compiles it, and reads XLA's analysis."""
+    import jax
+    if c.stage not in PROGRAMS:
+        raise ValueError(f"no planner for stage {c.stage!r}; known: {sorted(PROGRAMS)}")
+    proxy = (options.cpu_proxy and mesh.devices.flat[0].platform == "cpu"
+             and "bfloat16" in (c.dtype, c.param_dtype))
+    levers = {"dtype": c.dtype, "param_dtype": c.param_dtype, "remat": c.remat,
+              "scan_layers": bool(c.scan_layers), "batch_size": c.data.batch_size}
+    if proxy:
+        c = proxy_config(c)
+    with jax.set_mesh(mesh):      # the mesh context that makes logical constraints bind
+        program = PROGRAMS[c.stage](c, mesh, options)
+        jitted = jax.jit(program.step, in_shardings=program.in_shardings,
+                         out_shardings=program.out_shardings, donate_argnums=(0,))
+        t0 = time.perf_counter()
+        lowered = jitted.lower(*program.args)
+        t1 = time.perf_counter()
+        compiled = lowered.compile(compiler_options=CPU_PROXY_OPTIONS if proxy else None)
+        t2 = time.perf_counter()
+        compiled_flops = cost_of(compiled)["flops"]
+        # the unrolled count is global (before partitioning); data/FSDP split it evenly
+        flops = (unrolled_flops(c, mesh, options) / mesh.devices.size if c.scan_layers
+                 else compiled_flops)
+    return Plan(
+        stage=c.stage, model=c.model, platform=mesh.devices.flat[0].platform,
+        devices=mesh.devices.size, mesh=dict(mesh.shape), clips=program.clips,
+        seq_len=program.seq_len, seq_note=program.seq_note, memory=memory_of(compiled),
+        flops=flops, compiled_flops=compiled_flops, lower_seconds=t1 - t0,
+        compile_seconds=t2 - t1, shapes=program.shapes, levers=levers, cpu_proxy=proxy)
+
+
+def report(plan: Plan, peak_tflops: float | None, mfu: float, budget_gib: float | None) -> str:
+    """The plan as a few readable lines."""
+    m = plan.memory
+    gib = lambda b: f"{b / GiB:8.2f} GiB" if b >= GiB else f"{b / 2 ** 20:8.1f} MiB"
+    mesh = " x ".join(f"{k}={v}" for k, v in plan.mesh.items())
+    per_device = plan.clips / max(plan.mesh.get("data", 1) * plan.mesh.get("fsdp", 1), 1)
+    lines = [
+        f"plan: {plan.stage} / {plan.model} on {plan.devices} {plan.platform} device(s), "
+        f"mesh {mesh}",
+        f"  step: {plan.clips} clips ({per_device:g} per batch shard) x {plan.seq_len} tokens "
+        f"({plan.seq_note})",
+        "  levers: " + ", ".join(f"{k} {v}" for k, v in plan.levers.items() if k != "batch_size"),
+        "  memory per device (XLA buffer assignment):",
+        f"    arguments    {gib(m['argument'])}   (params, optimizer state, batch)",
+        f"    outputs      {gib(m['output'])}",
+        f"    aliased      {gib(m['alias'])}   (donated state: counted once)",
+        f"    temporaries  {gib(m['temp'])}   (activations, gathered weights, workspace)",
+        f"    code         {gib(m['code'])}",
+        f"    total        {gib(m['total'])}",
+    ]
+    if budget_gib:
+        fits = m["total"] <= budget_gib * GiB
+        lines.append(f"    budget       {budget_gib:8.2f} GiB   -> "
+                     + ("fits" if fits else f"DOES NOT FIT (over by "
+                        f"{(m['total'] - budget_gib * GiB) / GiB:.2f} GiB)"))
+    lines += [
+        f"  FLOPs per step: {plan.flops:.4g} per device, {plan.flops * plan.devices:.4g} total"
+        + (f" (XLA's count with the layer loops unrolled; the compiled scanned step reports "
+           f"{plan.compiled_flops:.4g}, a loop body counted once)" if plan.levers["scan_layers"]
+           else ""),
+        f"  compile: lower {plan.lower_seconds:.1f} s, compile {plan.compile_seconds:.1f} s",
+    ]
+    if peak_tflops:
+        t = plan.step_seconds(peak_tflops, mfu)
+        lines.append(f"  estimate at {peak_tflops:g} TFLOP/s per device x {mfu:.0%} utilisation: "
+                     f"{t:.3f} s per step, {plan.tokens / t:,.0f} tokens/s, "
+                     f"{plan.clips / t:.2f} clips/s")
+    else:
+        lines.append("  (pass --peak_tflops for a step-time estimate)")
+    if plan.platform == "cpu":
+        lines.append("  note: compiled by XLA:CPU, a proxy for GPU/TPU (other fusion, layouts and "
+                     "scheduling; no cuDNN/NCCL workspaces)"
+                     + ("; bfloat16 planned as float16 with f32 widening of matmuls off"
+                        if plan.cpu_proxy else "")
+                     + ". Run without --devices on the target machine for its own numbers.")
+    return "\n".join(lines)
+
+
+def as_json(plan: Plan, peak_tflops: float | None, mfu: float) -> dict:
+    d = dataclasses.asdict(plan)
+    d["tokens"] = plan.tokens
+    if peak_tflops:
+        t = plan.step_seconds(peak_tflops, mfu)
+        d["estimate"] = {"peak_tflops": peak_tflops, "mfu": mfu, "step_seconds": t,
+                         "tokens_per_second": plan.tokens / t, "clips_per_second": plan.clips / t}
+    return d
+
+
+def simulate_devices(n: int) -> None:
+    """Makes the CPU backend show `n` devices; must run before JAX starts its backend."""
+    flags_now = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(flags_now + [f"--xla_force_host_platform_device_count={n}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def main(argv):
+    del argv
+    c = flags.FLAGS.config
+    if c is None:
+        raise app.UsageError("--config is required, e.g. --config=stage1_7b:gpu8x24 --devices=8")
+    if _DEVICES.value:
+        simulate_devices(_DEVICES.value)
+    from configs import common
+    from vaemotion_jax import sharding
+    c = common.resolve(c)
+    hw = c.get("hardware") or {}
+    peak = _PEAK.value or hw.get("peak_tflops")
+    mfu = _MFU.value or hw.get("mfu") or 0.4
+    budget = _BUDGET.value or hw.get("budget_gib")
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    plan = make_plan(c, mesh, Options(_SEQ.value, _TEXT.value, _PROXY.value))
+    print(report(plan, peak, mfu, budget))
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(as_json(plan, peak, mfu), f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main, argv=expand_config_names(sys.argv))

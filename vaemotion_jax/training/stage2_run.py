@@ -1,0 +1,253 @@
+"""Runs Stage 2 from a config: Stage 1 adapter -> EmoAdapter + LoRA training -> held-out report.
+
+The report compares the Stage 2 model with the Stage 1 model (same backbone and adapter, no
+LoRA, no EmoAdapter) on held-out clips: valence/arousal CCC and MSE per pathway (Stage 2 only:
+Stage 1 has no supervisor) and multiple-choice accuracy per category and modality in the
+paper's Table 2 layout.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from vaemotion_jax import sharding
+from vaemotion_jax.checkpoints.emotion import export_emotion_modules
+from vaemotion_jax.checkpoints.peft import export_lora_peft
+from vaemotion_jax.data.decode import DecodeOptions
+from vaemotion_jax.data.manifest import Record, read_manifest
+from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.evaluation import runner as eval_runner
+from vaemotion_jax.evaluation.prompts import load_benchmark
+from vaemotion_jax.inference import save_run
+from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
+from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
+from vaemotion_jax.models.lora import split_lora
+from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.training import runner, stage2, weights
+from vaemotion_jax.training.checkpoint import fingerprint
+from vaemotion_jax.training.stage1_run import resolve_assets
+from vaemotion_jax.training.state import create_state, make_optimizer, split_params
+
+log = logging.getLogger("vaemotion_jax.stage2")
+
+
+def stage1_adapter_dir(c) -> str:
+    """The Stage 1 adapter export; the embedded default trains Stage 1 first if it is missing."""
+    path = os.path.join(os.path.abspath(c.stage1_dir), "audio_adapter")
+    if os.path.exists(os.path.join(path, weights.ADAPTER_CONFIG)):
+        return path
+    if c.model != "tiny" or c.backbone_path:
+        raise FileNotFoundError(f"{path}: no Stage 1 adapter; train Stage 1 first or set "
+                                "--config.stage1_dir")
+    log.info("no Stage 1 adapter in %s: running Stage 1 first (the embedded default)", path)
+    import configs.stage1
+    from vaemotion_jax.training.stage1_run import run as run_stage1
+    s1 = configs.stage1.get_config()
+    with s1.unlocked():
+        s1.workdir, s1.seed = c.stage1_dir, c.seed
+        s1.data.world_dir = c.data.world_dir
+    run_stage1(s1)
+    return path
+
+
+def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
+    """The ablation's EmoAdapter config and fresh params (enhancer W2 = 0: identity at start)."""
+    from configs.stage2 import ABLATIONS
+    parts = ABLATIONS[c.ablation]
+    cfg = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
+                        c.emotion.supervisor_hidden)
+    params = {}
+    z = np.zeros((1, 2, hidden), np.float32)
+    rng = jax.random.key(c.seed + 2)
+    if cfg.enhancer:
+        params["emotion_enhancer"] = EmotionEnhancer(hidden, cfg.enhancer_hidden).init(rng, z)["params"]
+    if cfg.supervisor:
+        params["emotion_supervisor"] = EmotionSupervisor(hidden, cfg.supervisor_hidden).init(rng, z)["params"]
+    params = jax.tree.map(lambda x: jax.device_put(
+        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
+        nn.meta.unbox(params))
+    return cfg, params
+
+
+def trainable_patterns(emotion: EmotionConfig, lora: bool) -> tuple[str, ...]:
+    pats = []
+    if lora:
+        pats.append("backbone/.*/lora_[ab]")
+    if emotion.enhancer:
+        pats.append("emotion_enhancer/.*")
+    if emotion.supervisor:
+        pats.append("emotion_supervisor/.*")
+    return tuple(pats)
+
+
+def training_records(c, assets) -> tuple[list[Record], list[Record]]:
+    """(train records: emotion conversations + the general share, held-out emotion records)."""
+    path = c.data.train_manifest or os.path.join(assets.world_dir, "stage2.jsonl")
+    records, problems = read_manifest(path, strict=c.data.strict)
+    train = [r for r in records if r.split != "heldout"]
+    heldout = [r for r in records if r.split == "heldout"]
+    general_path = c.data.general_manifest or (os.path.join(assets.world_dir, "captions.jsonl")
+                                               if assets.world_dir else "")
+    if general_path and c.data.general_fraction > 0:
+        general, more = read_manifest(general_path, strict=c.data.strict)
+        problems += more
+        general = [r for r in general if r.split != "heldout" and r.conversations]
+        want = int(round(len(train) * c.data.general_fraction / (1 - c.data.general_fraction)))
+        pick = np.random.default_rng(c.seed).choice(len(general), min(want, len(general)),
+                                                    replace=False)
+        train += [general[i] for i in sorted(pick)]
+    for p in problems:
+        log.warning("skipped %s", p)
+    return train, heldout
+
+
+def example_fn(c, assets, qwen) -> ExampleFn:
+    return ExampleFn(
+        decode=DecodeOptions(num_frames=c.data.num_frames),
+        format_fn=functools.partial(stage2.conversation_example, tokenizer_dir=assets.tokenizer_dir,
+                                    qwen=qwen, max_targets=c.max_targets, joint_layout=c.joint_layout),
+        video_kwargs=dict(resized_hw=tuple(c.data.resized_hw), min_pixels=c.data.min_pixels,
+                          max_pixels=c.data.max_pixels),
+        fbank_frames=c.data.audio_max_length)
+
+
+def input_spec(c, assets) -> eval_runner.InputSpec:
+    return eval_runner.InputSpec(assets.tokenizer_dir, c.data.num_frames, tuple(c.data.resized_hw),
+                                 c.data.min_pixels, c.data.max_pixels, c.data.audio_max_length,
+                                 c.joint_layout)
+
+
+def emotion_on_clips(c, assets, model, params, records) -> dict[str, float]:
+    """CCC / MSE of the supervisor's V-A per pathway on one record per held-out clip."""
+    pred, true, mask = eval_runner.valence_arousal(model, params, input_spec(c, assets), records,
+                                                   c.teacher_batch)
+    return stage2.emotion_report(pred, true, mask)
+
+
+def stage1_view(params: dict, qwen, ast_config, adapter_cfg, audio_dtype):
+    """The Stage 1 model inside a Stage 2 run: no LoRA leaves, no EmoAdapter."""
+    base, _ = split_lora(params["backbone"])
+    model = VAEmotionLLM(VAEmotionConfig(qwen.replace(lora_rank=0), ast_config, adapter_cfg,
+                                         audio_dtype))
+    return model, {"backbone": base, "audio_encoder": params["audio_encoder"],
+                   "audio_adapter": params["audio_adapter"]}
+
+
+def run(c) -> dict[str, Any]:
+    """Stage 2 end to end; returns the held-out report (also in workdir/summary.json)."""
+    from configs import common
+    import configs.stage2
+    c = common.resolve(c)
+    if c.ablation not in configs.stage2.ABLATIONS:
+        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(configs.stage2.ABLATIONS)}")
+    parts = configs.stage2.ABLATIONS[c.ablation]
+    runner.initialize_distributed(c)
+    runner.enable_compilation_cache(c.compilation_cache)
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    workdir = os.path.abspath(c.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    assets = resolve_assets(c)
+    adapter_dir = stage1_adapter_dir(c)
+    save_run(workdir, c, assets, adapter_dir)
+    lora = dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha,
+                lora_dropout=c.lora.dropout) if parts["lora"] else {}
+    with mesh:
+        qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
+            c, assets.backbone_path, assets.audio_encoder_path, mesh, **lora)
+        qwen = qwen_model.config
+        adapter_params, adapter_cfg = weights.load_adapter(adapter_dir, ast_model.config, mesh)
+        emotion_cfg, emotion_params = emotion_modules(c, qwen.text.hidden_size, mesh)
+        model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype,
+                                             emotion_cfg))
+        params = {"backbone": qwen_params, "audio_encoder": ast_params,
+                  "audio_adapter": adapter_params, **emotion_params}
+        meta = {"backbone": {"path": assets.backbone_path,
+                             "fingerprint": fingerprint(assets.backbone_path)},
+                "audio_adapter": {"path": adapter_dir, "fingerprint": fingerprint(adapter_dir)},
+                "stage": "stage2", "ablation": c.ablation, "seed": c.seed,
+                "batch_size": c.data.batch_size}
+        train, heldout = training_records(c, assets)
+        benchmark = (os.path.join(assets.world_dir, "benchmark.jsonl") if assets.world_dir else "")
+        patterns = trainable_patterns(emotion_cfg, parts["lora"])
+        state = None
+        if patterns and c.steps > 0:
+            trainable, frozen = split_params(params, patterns)
+            tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,
+                                c.optim.grad_clip, c.optim.b1, c.optim.b2)
+            state = create_state(trainable, tx, jax.random.key_data(jax.random.key(c.seed)))
+            step_fn = jax.jit(functools.partial(stage2.train_step, model=model, tx=tx, lam=c.lam,
+                                                dropout=bool(lora) and c.lora.dropout > 0),
+                              donate_argnums=(0,))
+            it = make_iterator(train, example_fn(c, assets, qwen), PipelineConfig(
+                batch_size=c.data.batch_size // jax.process_count(),
+                buckets={"input_ids": tuple(c.data.seq_buckets),
+                         "position_ids": tuple(c.data.seq_buckets)},
+                pad_values={"input_ids": qwen.pad_token_id}, seed=c.seed,
+                shard_index=jax.process_index(), shard_count=jax.process_count(),
+                shard_by="batch", worker_count=c.data.num_workers, strict=c.data.strict))
+            log.info("stage 2 (%s): training %s on %d conversations", c.ablation,
+                     ", ".join(patterns), len(train))
+            state = runner.train_loop(
+                workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
+                make_batch=lambda b: runner.global_batch(b, mesh), step_fn=step_fn, meta=meta,
+                log_every=c.log_every, checkpoint_every=c.checkpoint_every,
+                keep=c.keep_checkpoints, batch_size=c.data.batch_size)
+            params = {**frozen, **state.params}
+        report = held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen,
+                                 ast_model, adapter_cfg)
+        export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts)
+    report["ablation"] = c.ablation
+    report["skipped_steps"] = int(state.skipped) if state is not None else 0
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(report["table"])
+    return report
+
+
+def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, ast_model,
+                    adapter_cfg) -> dict:
+    out: dict[str, Any] = {}
+    if model.config.emotion is not None and model.config.emotion.supervisor and heldout:
+        out["emotion"] = emotion_on_clips(c, assets, model, params, heldout)
+        log.info("held-out V-A: %s", ", ".join(f"{k} {v:.3f}" for k, v in out["emotion"].items()))
+    rows = {}
+    if benchmark and os.path.exists(benchmark):
+        items = load_benchmark(benchmark, "artemo", split="heldout")
+        if c.eval_items:
+            items = items[:c.eval_items]
+        spec = input_spec(c, assets)
+        s1_model, s1_params = stage1_view(params, qwen, ast_model.config, adapter_cfg, ast_model.dtype)
+        for name, (m, p) in (("Stage 1", (s1_model, s1_params)),
+                             (f"Stage 2 ({c.ablation})", (model, params))):
+            preds = eval_runner.run_items(m, p, items, spec, "artemo", mode="loglik",
+                                          batch_size=c.teacher_batch)
+            rows[name] = artemo_row_from_predictions(preds)
+        out["benchmark"] = rows
+    table = format_artemo_table(rows) if rows else ""
+    if "emotion" in out:
+        e = out["emotion"]
+        table += "\n\nValence/arousal on held-out clips (Emotion Supervisor)\n" + "\n".join(
+            f"  {p:>2}: CCC valence {e[f'ccc_{p}_valence']:.3f}  arousal {e[f'ccc_{p}_arousal']:.3f}"
+            f"  MSE {e[f'mse_{p}']:.4f}" for p in ("a", "v", "av"))
+    out["table"] = table
+    return out
+
+
+def export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts) -> None:
+    if parts["lora"]:
+        export_lora_peft(params["backbone"], qwen, os.path.join(workdir, "lora_peft"))
+    configs_ = {"audio_adapter": adapter_cfg}
+    if emotion_cfg.enhancer:
+        configs_["emotion_enhancer"] = {"hidden_size": qwen.text.hidden_size,
+                                        "mlp_hidden": emotion_cfg.enhancer_hidden}
+    if emotion_cfg.supervisor:
+        configs_["emotion_supervisor"] = {"hidden_size": qwen.text.hidden_size,
+                                          "mlp_hidden": emotion_cfg.supervisor_hidden}
+    export_emotion_modules(params, configs_, os.path.join(workdir, "emoadapter"))

@@ -1,0 +1,86 @@
+"""Loading the frozen weights of a run onto its mesh, and the audio adapter's own files.
+
+The adapter directory holds `model.safetensors` (keys "audio_adapter.<module>.<param>", our
+layout) and `adapter_config.json` (the AudioAdapterConfig): Stage 1 writes it, Stage 2 and
+inference read it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from vaemotion_jax import sharding
+from vaemotion_jax.checkpoints.ast import load_ast
+from vaemotion_jax.checkpoints.mapping import flatten, unflatten
+from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
+from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, save_safetensors_dir
+from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def load_frozen(c, backbone_path: str, audio_path: str, mesh, **lora):
+    """(qwen model, qwen params, AST model, AST params) in the run's dtypes, on the mesh.
+    lora: lora_rank / lora_alpha / lora_dropout for a backbone with fresh LoRA params."""
+    qwen_model, qwen_params = load_qwen2_5_vl(
+        backbone_path, dtype=jnp.dtype(c.param_dtype), mesh=mesh, compute_dtype=c.dtype,
+        scan_layers=c.scan_layers, remat=c.remat, lora_rng=jax.random.key(c.seed + 1), **lora)
+    ast_model, ast_params = load_ast(audio_path, dtype=jnp.dtype(c.param_dtype), mesh=mesh)
+    if ast_model.config.max_length != c.data.audio_max_length:
+        raise ValueError(f"{audio_path}: the encoder takes {ast_model.config.max_length} fbank "
+                         f"frames, data.audio_max_length is {c.data.audio_max_length}")
+    return qwen_model, qwen_params, ast_model, ast_params
+
+
+def _boxed_adapter(cfg: AudioAdapterConfig, ast_config, rng=None):
+    """(module, boxed abstract params) of an adapter for the encoder's features."""
+    adapter = make_audio_adapter(cfg, ast_config.num_tokens, ast_config.hidden_size)
+    feats = jnp.zeros((1, ast_config.num_tokens, ast_config.hidden_size))
+    rng = jax.random.key(0) if rng is None else rng
+    return adapter, feats, jax.eval_shape(lambda r: adapter.init(r, feats)["params"], rng)
+
+
+def init_adapter(cfg: AudioAdapterConfig, ast_config, mesh, rng) -> dict:
+    """Fresh adapter params, created sharded by their logical axes."""
+    adapter, feats, boxed = _boxed_adapter(cfg, ast_config, rng)
+    init = jax.jit(lambda r: nn.meta.unbox(adapter.init(r, feats)["params"]),
+                   out_shardings=sharding.param_shardings(boxed, mesh))
+    return init(rng)
+
+
+def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
+    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(jax.device_get(v))
+               for k, v in flatten(params).items()}
+    save_safetensors_dir(tensors, path)
+    with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+
+
+def load_adapter(path: str, ast_config, mesh) -> tuple[dict, AudioAdapterConfig]:
+    """An exported adapter, strictly checked against the params its config implies."""
+    file = os.path.join(path, ADAPTER_CONFIG)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{path}: no {ADAPTER_CONFIG}; is this a Stage 1 adapter export?")
+    with open(file) as f:
+        cfg = AudioAdapterConfig(**json.load(f))
+    _, _, boxed = _boxed_adapter(cfg, ast_config)
+    want = flatten(nn.meta.unbox(boxed))
+    ckpt = SafetensorsDir(path)
+    got = {k[len("audio_adapter."):].replace(".", "/"): k for k in ckpt.keys()}
+    if set(got) != set(want):
+        raise CheckpointError(f"{path}: adapter tensors {sorted(got)} do not match the config's "
+                              f"{sorted(want)}")
+    flat = {}
+    for k, spec in want.items():
+        arr = np.asarray(ckpt.get(got[k]))
+        if arr.shape != spec.shape:
+            raise CheckpointError(f"{path}: {got[k]} has shape {arr.shape}, expected {spec.shape}")
+        flat[k] = arr
+    shard = sharding.param_shardings(boxed, mesh)
+    return jax.tree.map(lambda x, sh: jax.device_put(x, sh), unflatten(flat), shard), cfg
