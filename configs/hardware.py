@@ -13,16 +13,16 @@ SETUPS = {
     # 8 x RTX 4090 (24 GB, PCIe, no NVLink) in one node, or any 8 x 24 GB GPUs: the frozen
     # weights are sharded 8 ways (FSDP), one clip per GPU per step.
     "gpu8x24": dict(devices=8, device_gib=24, budget_gib=20.0, peak_tflops=165.2, mfu=0.3,
-                    mesh=(1, -1, 1), batch_size=8, remat="full"),
+                    link_gbs=10.0, mesh=(1, -1, 1), batch_size=32, remat="full"),
     # One 24 GB GPU: the whole bf16 backbone (~15.5 GiB) on it, one clip per step.
     "gpu1x24": dict(devices=1, device_gib=24, budget_gib=22.0, peak_tflops=165.2, mfu=0.3,
-                    mesh=(1, 1, 1), batch_size=1, remat="full"),
+                    link_gbs=None, mesh=(1, 1, 1), batch_size=1, remat="full"),
     # TPU v5e-8: 8 chips of 16 GiB HBM, 197 bf16 TFLOP/s each.
     "tpu_v5e8": dict(devices=8, device_gib=16, budget_gib=15.0, peak_tflops=197.0, mfu=0.4,
-                     mesh=(1, -1, 1), batch_size=8, remat="full"),
+                     link_gbs=90.0, mesh=(1, -1, 1), batch_size=32, remat="full"),
     # TPU v4-8: 4 chips (one JAX device each) of 32 GiB HBM, 275 bf16 TFLOP/s each.
     "tpu_v4_8": dict(devices=4, device_gib=32, budget_gib=20.0, peak_tflops=275.0, mfu=0.4,
-                     mesh=(1, -1, 1), batch_size=8, remat="full"),
+                     link_gbs=135.0, mesh=(1, -1, 1), batch_size=32, remat="full"),
 }
 
 
@@ -40,4 +40,5 @@ def apply(c: ml_collections.ConfigDict, name: str, **overrides) -> None:
     c.scan_layers = True
     c.hardware = ml_collections.ConfigDict({
         "name": name, "devices": s["devices"], "device_gib": s["device_gib"],
-        "budget_gib": s["budget_gib"], "peak_tflops": s["peak_tflops"], "mfu": s["mfu"]})
+        "budget_gib": s["budget_gib"], "peak_tflops": s["peak_tflops"], "mfu": s["mfu"],
+        "link_gbs": s["link_gbs"]})

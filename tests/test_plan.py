@@ -81,6 +81,42 @@ def test_abstract_batch_is_the_trainers_batch():
     jax.eval_shape(program.step, state, frozen, batch)
 
 
+def test_stage2_abstract_batch_is_the_trainers_batch():
+    """A joint (AV) conversation collated by the pipeline has the planner's shapes when its
+    text is as long as the planner assumes; the step traces on the abstract arguments."""
+    import configs.stage2 as module
+    from vaemotion_jax.data.pipeline import collate
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.training import stage2
+    c = common.resolve(module.get_config())
+    mesh = sharding.make_mesh((1, 2, 1))
+    with jax.set_mesh(mesh):
+        program = plan.stage2_program(c, mesh, plan.Options())
+    qwen, grid = qwen_config.tiny(), video_grid(c)
+    features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
+                "fbank": np.zeros((c.data.audio_max_length, 128), np.float32),
+                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
+    record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
+        {"role": "user", "content": "How does this feel?"},
+        {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
+    example = stage2.conversation_example(record, features,
+                                          tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
+                                          max_targets=c.max_targets, joint_layout=c.joint_layout)
+    real = collate([example] * c.data.batch_size, c.data.batch_size,
+                   {"input_ids": c.data.seq_buckets, "position_ids": c.data.seq_buckets}, {})
+    assert real["input_ids"].shape[1] <= program.seq_len
+    state, frozen, batch = program.args
+    assert set(batch) == set(real)
+    for k, x in batch.items():
+        if k not in ("input_ids", "position_ids"):
+            assert x.shape == real[k].shape, k
+        assert np.dtype(x.dtype).kind == real[k].dtype.kind, k
+    jax.eval_shape(program.step, state, frozen, batch)
+    assert any("lora_a" in "/".join(map(str, path)) for path, _ in
+               jax.tree_util.tree_flatten_with_path(state.params)[0])
+
+
 @pytest.mark.slow
 def test_argument_memory_is_the_sharded_arguments():
     """XLA's argument bytes per device = the per-device shards of params, state and batch, so
@@ -99,6 +135,12 @@ def test_argument_memory_is_the_sharded_arguments():
         assert p.memory["total"] == (p.memory["argument"] + p.memory["output"]
                                      - p.memory["alias"] + p.memory["temp"] + p.memory["code"])
         assert p.memory["alias"] > 0            # the donated train state
+        frozen_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                           for x in jax.tree.leaves(program.args[1]))
+        if fsdp == 1:
+            assert p.collectives == {}
+        else:   # every frozen weight is gathered for the forward passes
+            assert p.collectives["all-gather"] > 0.5 * frozen_bytes * (fsdp - 1) / fsdp
         sizes[fsdp] = p
     assert sizes[4].memory["argument"] < 0.5 * sizes[1].memory["argument"]
     assert sizes[4].flops == pytest.approx(sizes[1].flops / 4, rel=1e-6)
@@ -129,6 +171,40 @@ def test_cpu_proxy_keeps_16_bit_matmuls():
     assert proxy.memory["temp"] < raw.memory["temp"]
     assert proxy.memory["argument"] == raw.memory["argument"]   # f16 and bf16: same bytes
     assert proxy.levers["dtype"] == "bfloat16"                   # reported as configured
+
+
+HLO = """HloModule m
+
+%body.1 (p: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %p = (s32[], f32[4]{0}) parameter(0)
+  %ag = f32[1024]{0} all-gather(%x), channel_id=1, replica_groups=[1,4]<=[4], dimensions={0}
+  ROOT %t = (s32[], f32[4]{0}) tuple(%i, %y)
+}
+
+%branch_a (q: f32[4]) -> f32[4] {
+  %ar = (f32[256]{0}, bf16[256]{0}) all-reduce(%y, %z), replica_groups={{0,1},{2,3}}, to_apply=%add
+}
+
+%branch_b (q: f32[4]) -> f32[4] {
+  ROOT %rs = f32[16]{0} reduce-scatter(%y), replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_0','axis_1'}
+}
+
+ENTRY %main.9 (a: f32[4]) -> f32[4] {
+  %w = (s32[], f32[4]{0}) while(%init), condition=%cond.2, body=%body.1, backend_config={"known_trip_count":{"n":"28"},"known_init_step":{"init":"0"}}
+  %c = f32[4]{0} conditional(%pred, %a, %b), true_computation=%branch_a, false_computation=%branch_b
+  %s = (f32[16]{0}, f32[64]{0}) all-gather-start(%v), replica_groups=[1,4]<=[4]
+  ROOT %d = f32[64]{0} all-gather-done(%s)
+}
+"""
+
+
+def test_collective_traffic_counts_loops_branches_and_groups():
+    t = plan.collective_traffic(HLO, devices=4)
+    # 28 trips x 4 KiB x 3/4, plus the async gather once (at -done)
+    assert t["all-gather"] == pytest.approx(28 * 4096 * 3 / 4 + 256 * 3 / 4)
+    # the larger branch: a tuple all-reduce in groups of 2 (1536 B x 2 x 1/2) over a
+    # reduce-scatter in a group of 4 (64 B x 3)
+    assert t["all-reduce"] == pytest.approx(1536) and "reduce-scatter" not in t
 
 
 def test_sequence_length_and_refusals():

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ _PEAK = flags.DEFINE_float(
     "peak_tflops", None, "peak dense bf16 TFLOP/s of one device (default: config hardware)")
 _MFU = flags.DEFINE_float("mfu", None, "assumed utilisation of the peak (default: config "
                           "hardware, else 0.4)")
+_LINK = flags.DEFINE_float("link_gbs", None, "collective bandwidth per device in GB/s, for the "
+                           "step-time estimate (default: config hardware)")
 _BUDGET = flags.DEFINE_float("budget_gib", None, "per-device memory budget to check against "
                              "(default: config hardware)")
 _SEQ = flags.DEFINE_integer("seq_len", None, "LLM sequence length (default: the smallest "
@@ -109,13 +112,22 @@ class Plan:
     shapes: dict
     levers: dict                  # dtype, param_dtype, remat, scan_layers, batch
     cpu_proxy: bool = False       # planned on XLA:CPU with bf16 as f16 (CPU_PROXY_OPTIONS)
+    collectives: dict = dataclasses.field(default_factory=dict)  # bytes sent per device, by kind
 
     @property
     def tokens(self) -> int:
         return self.clips * self.seq_len
 
-    def step_seconds(self, peak_tflops: float, mfu: float) -> float:
+    def compute_seconds(self, peak_tflops: float, mfu: float) -> float:
         return self.flops / (peak_tflops * 1e12 * mfu)
+
+    def comm_seconds(self, link_gbs: float | None) -> float:
+        return sum(self.collectives.values()) / (link_gbs * 1e9) if link_gbs else 0.0
+
+    def step_seconds(self, peak_tflops: float, mfu: float, link_gbs: float | None = None) -> float:
+        """Compute at the assumed utilisation, or the collectives if they take longer (they
+        overlap compute at best)."""
+        return max(self.compute_seconds(peak_tflops, mfu), self.comm_seconds(link_gbs))
 
 
 PROGRAMS: dict[str, Callable[..., Program]] = {}
@@ -429,6 +441,102 @@ def unrolled_flops(c, mesh, options: Options) -> float:
     return cost_of(jitted.lower(*program.args))["flops"]
 
 
+# --- collectives in the compiled step -------------------------------------------------------------
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|f8\w*)\[([\d,]*)\]")
+_BITS = {"pred": 8, "bf16": 16}
+
+
+def _bytes_of(types: str) -> int:
+    """Bytes of every array shape in an HLO result type such as `(f16[8,3], s32[])`."""
+    total = 0
+    for dtype, dims in _SHAPE.findall(types):
+        bits = _BITS.get(dtype) or int(re.sub(r"\D", "", dtype.split("e")[0]) or 8)
+        n = 1
+        for d in filter(None, dims.split(",")):
+            n *= int(d)
+        total += n * bits // 8
+    return total
+
+
+def _group_size(line: str, devices: int) -> int:
+    """Participants of a collective from its replica_groups (mesh, iota or explicit lists)."""
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+    if m:
+        sizes = dict((k.strip("'"), int(v)) for k, v in re.findall(r"('[^']+')=(\d+)", m.group(1)))
+        n = 1
+        for axis in re.findall(r"'([^']+)'", m.group(2)):
+            n *= sizes.get(axis, 1)
+        return n
+    m = re.search(r"replica_groups=\[(\d+),(\d+)\]", line)
+    if m:
+        return int(m.group(2))
+    m = re.search(r"replica_groups=\{\{([^}]*)\}", line)
+    return len(m.group(1).split(",")) if m else devices
+
+
+def collective_traffic(hlo: str, devices: int) -> dict[str, float]:
+    """Bytes one device sends per step, by collective kind, from a compiled (partitioned) HLO
+    module's text: ring algorithms (all-gather and all-to-all (n-1)/n of the result,
+    reduce-scatter (n-1) x the result, all-reduce twice (n-1)/n), loop bodies times their known
+    trip count, the larger branch of a conditional. Async pairs count once (at `-done`)."""
+    own: dict[str, dict[str, float]] = {}
+    calls: dict[str, list[tuple[str, int]]] = {}
+    branches: dict[str, list[list[str]]] = {}
+    comp = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if head:
+            comp = head.group(1)
+            own[comp], calls[comp], branches[comp] = {}, [], []
+            if line.startswith("ENTRY"):
+                entry = comp
+            continue
+        if comp is None or "=" not in line:
+            continue
+        m = re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (.*?) ([a-z\-]+)\(", line)
+        if not m:
+            continue
+        types, op = m.groups()
+        kind = op[:-len("-done")] if op.endswith("-done") else op
+        if kind in COLLECTIVES and not op.endswith("-start"):
+            n = _group_size(line, devices)
+            b = _bytes_of(types)
+            sent = {"all-gather": b * (n - 1) / n, "all-to-all": b * (n - 1) / n,
+                    "reduce-scatter": b * (n - 1), "all-reduce": 2 * b * (n - 1) / n,
+                    "collective-permute": b}[kind] if n > 1 else 0.0
+            own[comp][kind] = own[comp].get(kind, 0.0) + sent
+        elif op == "while":
+            body = re.search(r"body=%?([\w.\-]+)", line).group(1)
+            trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+            calls[comp].append((body, int(trips.group(1)) if trips else 1))
+        elif op == "conditional":
+            names = re.findall(r"(?:branch_computations=\{|true_computation=|false_computation=|, )"
+                               r"%([\w.\-]+)", line.split("conditional(", 1)[1])
+            branches[comp].append(names)
+        else:
+            for callee in re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", line):
+                calls[comp].append((callee, 1))
+
+    memo: dict[str, dict[str, float]] = {}
+
+    def total(name: str) -> dict[str, float]:
+        if name not in memo:
+            out = dict(own.get(name, {}))
+            for callee, times in calls.get(name, []):
+                for k, v in total(callee).items():
+                    out[k] = out.get(k, 0.0) + times * v
+            for names in branches.get(name, []):
+                best = max((total(b) for b in names), key=lambda t: sum(t.values()), default={})
+                for k, v in best.items():
+                    out[k] = out.get(k, 0.0) + v
+            memo[name] = out
+        return memo[name]
+
+    return total(entry)
+
+
 def make_plan(c, mesh, options: Options = Options()) -> Plan:
     """Builds the config's stage program on `mesh`, compiles it, and reads XLA's analysis."""
     import jax
@@ -450,6 +558,7 @@ def make_plan(c, mesh, options: Options = Options()) -> Plan:
         compiled = lowered.compile(compiler_options=CPU_PROXY_OPTIONS if proxy else None)
         t2 = time.perf_counter()
         compiled_flops = cost_of(compiled)["flops"]
+        traffic = collective_traffic(compiled.as_text(), mesh.devices.size)
         # the unrolled count is global (before partitioning); data/FSDP split it evenly
         flops = (unrolled_flops(c, mesh, options) / mesh.devices.size if c.scan_layers
                  else compiled_flops)
@@ -458,10 +567,30 @@ def make_plan(c, mesh, options: Options = Options()) -> Plan:
         devices=mesh.devices.size, mesh=dict(mesh.shape), clips=program.clips,
         seq_len=program.seq_len, seq_note=program.seq_note, memory=memory_of(compiled),
         flops=flops, compiled_flops=compiled_flops, lower_seconds=t1 - t0,
-        compile_seconds=t2 - t1, shapes=program.shapes, levers=levers, cpu_proxy=proxy)
+        compile_seconds=t2 - t1, shapes=program.shapes, levers=levers, cpu_proxy=proxy,
+        collectives=traffic)
 
 
-def report(plan: Plan, peak_tflops: float | None, mfu: float, budget_gib: float | None) -> str:
+@dataclass(frozen=True)
+class Assumptions:
+    """What the estimate assumes about the hardware (flags, else the config's `hardware`)."""
+    peak_tflops: float | None = None   # dense bf16 per device
+    mfu: float = 0.4                   # utilisation of the peak
+    link_gbs: float | None = None      # collective bandwidth per device, GB/s
+    budget_gib: float | None = None    # memory per device
+
+
+def estimate(plan: Plan, a: Assumptions) -> dict | None:
+    if not a.peak_tflops:
+        return None
+    t = plan.step_seconds(a.peak_tflops, a.mfu, a.link_gbs)
+    return {"compute_seconds": plan.compute_seconds(a.peak_tflops, a.mfu),
+            "collective_seconds": plan.comm_seconds(a.link_gbs), "step_seconds": t,
+            "tokens_per_second": plan.tokens / t, "clips_per_second": plan.clips / t,
+            **dataclasses.asdict(a)}
+
+
+def report(plan: Plan, a: Assumptions) -> str:
     """The plan as a few readable lines."""
     m = plan.memory
     gib = lambda b: f"{b / GiB:8.2f} GiB" if b >= GiB else f"{b / 2 ** 20:8.1f} MiB"
@@ -481,23 +610,25 @@ def report(plan: Plan, peak_tflops: float | None, mfu: float, budget_gib: float 
         f"    code         {gib(m['code'])}",
         f"    total        {gib(m['total'])}",
     ]
-    if budget_gib:
-        fits = m["total"] <= budget_gib * GiB
-        lines.append(f"    budget       {budget_gib:8.2f} GiB   -> "
-                     + ("fits" if fits else f"DOES NOT FIT (over by "
-                        f"{(m['total'] - budget_gib * GiB) / GiB:.2f} GiB)"))
-    lines += [
-        f"  FLOPs per step: {plan.flops:.4g} per device, {plan.flops * plan.devices:.4g} total"
-        + (f" (XLA's count with the layer loops unrolled; the compiled scanned step reports "
-           f"{plan.compiled_flops:.4g}, a loop body counted once)" if plan.levers["scan_layers"]
-           else ""),
-        f"  compile: lower {plan.lower_seconds:.1f} s, compile {plan.compile_seconds:.1f} s",
-    ]
-    if peak_tflops:
-        t = plan.step_seconds(peak_tflops, mfu)
-        lines.append(f"  estimate at {peak_tflops:g} TFLOP/s per device x {mfu:.0%} utilisation: "
-                     f"{t:.3f} s per step, {plan.tokens / t:,.0f} tokens/s, "
-                     f"{plan.clips / t:.2f} clips/s")
+    if a.budget_gib:
+        over = m["total"] - a.budget_gib * GiB
+        lines.append(f"    budget       {a.budget_gib:8.2f} GiB   -> "
+                     + ("fits" if over <= 0 else f"DOES NOT FIT (over by {over / GiB:.2f} GiB)"))
+    lines.append(f"  FLOPs per step: {plan.flops:.4g} per device, {plan.flops * plan.devices:.4g} "
+                 "total" + (f" (XLA's count with the layer loops unrolled; the compiled scanned "
+                            f"step reports {plan.compiled_flops:.4g}, a loop body counted once)"
+                            if plan.levers["scan_layers"] else ""))
+    if plan.collectives:
+        lines.append("  collectives per device per step (ring estimate): " + ", ".join(
+            f"{k} {v / GiB:.2f} GiB" for k, v in sorted(plan.collectives.items())))
+    lines.append(f"  compile: lower {plan.lower_seconds:.1f} s, compile {plan.compile_seconds:.1f} s")
+    e = estimate(plan, a)
+    if e:
+        comm = (f"; collectives {e['collective_seconds']:.2f} s at {a.link_gbs:g} GB/s"
+                if a.link_gbs and plan.collectives else "")
+        lines.append(f"  estimate: compute {e['compute_seconds']:.2f} s at {a.peak_tflops:g} TFLOP/s "
+                     f"per device x {a.mfu:.0%}{comm} -> {e['step_seconds']:.2f} s per step, "
+                     f"{e['tokens_per_second']:,.0f} tokens/s, {e['clips_per_second']:.2f} clips/s")
     else:
         lines.append("  (pass --peak_tflops for a step-time estimate)")
     if plan.platform == "cpu":
@@ -509,13 +640,10 @@ def report(plan: Plan, peak_tflops: float | None, mfu: float, budget_gib: float 
     return "\n".join(lines)
 
 
-def as_json(plan: Plan, peak_tflops: float | None, mfu: float) -> dict:
+def as_json(plan: Plan, a: Assumptions) -> dict:
     d = dataclasses.asdict(plan)
     d["tokens"] = plan.tokens
-    if peak_tflops:
-        t = plan.step_seconds(peak_tflops, mfu)
-        d["estimate"] = {"peak_tflops": peak_tflops, "mfu": mfu, "step_seconds": t,
-                         "tokens_per_second": plan.tokens / t, "clips_per_second": plan.clips / t}
+    d["estimate"] = estimate(plan, a)
     return d
 
 
@@ -538,15 +666,16 @@ def main(argv):
     from vaemotion_jax import sharding
     c = common.resolve(c)
     hw = c.get("hardware") or {}
-    peak = _PEAK.value or hw.get("peak_tflops")
-    mfu = _MFU.value or hw.get("mfu") or 0.4
-    budget = _BUDGET.value or hw.get("budget_gib")
+    pick = lambda flag, key, default=None: (flag.value if flag.value is not None
+                                             else hw.get(key, default))
+    a = Assumptions(pick(_PEAK, "peak_tflops"), pick(_MFU, "mfu", 0.4), pick(_LINK, "link_gbs"),
+                    pick(_BUDGET, "budget_gib"))
     mesh = sharding.make_mesh(tuple(c.mesh))
     plan = make_plan(c, mesh, Options(_SEQ.value, _TEXT.value, _PROXY.value))
-    print(report(plan, peak, mfu, budget))
+    print(report(plan, a))
     if _JSON.value:
         with open(_JSON.value, "w") as f:
-            json.dump(as_json(plan, peak, mfu), f, indent=2)
+            json.dump(as_json(plan, a), f, indent=2)
 
 
 if __name__ == "__main__":
