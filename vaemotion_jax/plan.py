@@ -7,13 +7,16 @@
 No weight is read or allocated. Params, optimizer state and the batch are ShapeDtypeStructs
 that carry the shardings a real run gives them (the logical rules on the config's mesh), and
 the stage's own `train_step` is `jax.jit(..., in_shardings, out_shardings, donate_argnums=0)`
-lowered and compiled, as the trainer jits it. XLA's compiled analysis then gives per-device
-memory (arguments, outputs, temporaries, the donated bytes shared by arguments and outputs)
-and the FLOPs of one step.
+lowered and compiled, as the trainer jits it. The report: per-device memory from XLA's buffer
+assignment (arguments, outputs, temporaries, the donated bytes they share), FLOPs per step
+(counted on the same step with its layer loops unrolled: XLA counts a loop body once), the
+bytes each device moves in collectives (read from the partitioned HLO), compile time, and a
+step-time estimate from assumed peak FLOP/s, utilisation and link bandwidth.
 
 `--devices N` simulates N CPU devices. The numbers are then the CPU compiler's: a proxy for a
-GPU or TPU, whose compilers fuse, lay out and schedule differently. Run the same command
-without `--devices` on the target machine to get its own compiler's numbers.
+GPU or TPU, whose compilers fuse, lay out and schedule differently (bf16 is planned as f16,
+see `CPU_PROXY_OPTIONS`). Run the same command without `--devices` on the target machine to
+get its own compiler's numbers. docs/scaling.md has the plans of the 7B presets.
 
 Stages plug in through `PROGRAMS`: a builder (config, mesh, options) -> `Program`.
 """
@@ -29,10 +32,31 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec
 
+from vaemotion_jax import sharding
+from vaemotion_jax.models import ast as ast_lib
+from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.models.lora import split_lora
+from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
+from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
+from vaemotion_jax.training.examples import layout_arrays
+from vaemotion_jax.training.stage1_run import video_grid
+from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
 # `--config` (a stage config name or path, as for training) is defined by the train entry point.
 from vaemotion_jax.train import expand_config_names
+
+GiB = 2 ** 30
+TEXT_TOKENS = 48   # template + prompt tokens when no tokenizer is at hand (Qwen's: about 30)
+
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "simulate this many CPU devices (0: use the devices this machine has)")
 _PEAK = flags.DEFINE_float(
@@ -47,13 +71,10 @@ _SEQ = flags.DEFINE_integer("seq_len", None, "LLM sequence length (default: the 
                             "bucket that holds the video, the text and the targets)")
 _TEXT = flags.DEFINE_integer("text_tokens", None, "chat template + prompt tokens around the "
                              "video (default: counted with the backbone's tokenizer when it is "
-                             f"at hand, else {48})")
+                             f"at hand, else {TEXT_TOKENS})")
 _PROXY = flags.DEFINE_bool("cpu_proxy", True, "on XLA:CPU, plan bfloat16 as float16 (same "
                            "bytes) so 16-bit matmuls are not widened to f32 copies")
 _JSON = flags.DEFINE_string("json", "", "also write the plan as JSON to this path")
-
-GiB = 2 ** 30
-TEXT_TOKENS = 48   # template + prompt tokens when no tokenizer is at hand (Qwen's: about 30)
 
 
 @dataclass(frozen=True)
@@ -65,9 +86,9 @@ class Options:
 
 # XLA:CPU has no bf16 matmul: `change-op-data-type` rewrites every bf16 (and f16) dot into an
 # f32 dot on f32 copies of its operands, and loop-invariant code motion then hoists the copies
-# of whole stacked weights out of the layer loop. Neither happens on GPU/TPU. With f16 (same
-# width as bf16) and that pass off, XLA:CPU keeps 16-bit dots and its buffers match the
-# accelerator program's sizes much more closely.
+# of whole stacked weights out of the layer loop (the 1-GPU 7B step: 45.7 GiB instead of 16.8).
+# Neither happens on GPU/TPU. With f16 (same width as bf16) and that pass off, XLA:CPU emits
+# 16-bit dots, and bf16 cannot be emitted that way.
 CPU_PROXY_OPTIONS = {"xla_disable_hlo_passes": "change-op-data-type"}
 
 
@@ -145,8 +166,6 @@ def register(stage: str):
 
 def with_dtype(boxed, dtype):
     """Boxed abstract params cast to `dtype` (boxes and logical names kept)."""
-    import jax
-    from flax import linen as nn
     cast = lambda x: jax.ShapeDtypeStruct(x.shape, dtype)
     return jax.tree.map(lambda b: b.replace_boxed(cast(b.unbox())) if isinstance(
         b, nn.LogicallyPartitioned) else cast(b), boxed,
@@ -155,9 +174,6 @@ def with_dtype(boxed, dtype):
 
 def placed(boxed, mesh):
     """Boxed abstract tree -> plain ShapeDtypeStructs carrying their NamedShardings."""
-    import jax
-    from flax import linen as nn
-    from vaemotion_jax import sharding
     shardings = sharding.param_shardings(boxed, mesh)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         nn.meta.unbox(boxed), shardings)
@@ -166,22 +182,17 @@ def placed(boxed, mesh):
 def abstract_state(trainable_boxed, tx, seed: int, mesh):
     """The TrainState a run creates from the trainable params: Adam moments sharded like their
     params (optax maps over the boxes, so the moments keep the logical names)."""
-    import jax
-    from vaemotion_jax.training.state import create_state
     rng = jax.random.key_data(jax.random.key(seed))
     boxed = jax.eval_shape(lambda p: create_state(p, tx, rng), trainable_boxed)
     return placed(boxed, mesh)
 
 
 def shardings_of(tree):
-    import jax
     return jax.tree.map(lambda x: x.sharding, tree)
 
 
 def batch_arrays(shapes: dict[str, tuple[tuple, Any]], mesh) -> dict:
     """{name: (global shape, dtype)} -> ShapeDtypeStructs sharded on the batch axis."""
-    import jax
-    from vaemotion_jax import sharding
     return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
             for k, (s, d) in shapes.items()}
 
@@ -196,7 +207,6 @@ def sequence_length(buckets, needed: int) -> int:
 
 
 def optimizer(c):
-    from vaemotion_jax.training.state import make_optimizer
     o = c.optim
     return make_optimizer(o.lr, o.warmup_steps, c.steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
 
@@ -206,18 +216,12 @@ def tokenizer_dir(c) -> str | None:
     if c.backbone_path:
         return c.backbone_path if os.path.isdir(c.backbone_path) else None
     if c.model == "tiny":
-        from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
         return default_tiny_tokenizer_dir()
     return None
 
 
 def model_configs(c, **qwen_runtime):
     """(qwen, AST, adapter configs, video grid) from the config alone, as the runs build them."""
-    import numpy as np
-    from vaemotion_jax.models import ast as ast_lib
-    from vaemotion_jax.models.adapters import AudioAdapterConfig
-    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.training.stage1_run import video_grid
     qwen = qwen_config.preset(c.qwen_preset, dtype=c.dtype, scan_layers=c.scan_layers,
                               remat=c.remat, **qwen_runtime)
     ast = ast_lib.preset(c.ast_preset).replace(max_length=c.data.audio_max_length)
@@ -232,11 +236,6 @@ def model_configs(c, **qwen_runtime):
 def frozen_towers(c, qwen, ast) -> dict:
     """Boxed abstract backbone and audio encoder as the loaders make them: weights in
     param_dtype, fresh LoRA params (if any) in float32."""
-    import jax.numpy as jnp
-    from vaemotion_jax.models import ast as ast_lib
-    from vaemotion_jax.models.lora import split_lora
-    from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
-    from vaemotion_jax.training.state import merge_params
     base, lora = split_lora(qwen_params(qwen))
     dtype = jnp.dtype(c.param_dtype)
     return {"backbone": merge_params(with_dtype(base, dtype), lora),
@@ -245,9 +244,6 @@ def frozen_towers(c, qwen, ast) -> dict:
 
 def adapter_params(adapter, ast):
     """Boxed abstract audio adapter (float32, as initialised and as Stage 1 exports it)."""
-    import jax
-    import jax.numpy as jnp
-    from vaemotion_jax.models.adapters import make_audio_adapter
     module = make_audio_adapter(adapter, ast.num_tokens, ast.hidden_size)
     feats = jnp.zeros((1, ast.num_tokens, ast.hidden_size))
     return jax.eval_shape(lambda r: module.init(r, feats)["params"], jax.random.key(0))
@@ -255,8 +251,6 @@ def adapter_params(adapter, ast):
 
 def media_shapes(c, qwen, grid, batch: int) -> dict:
     """{field: (shape, dtype)} of a batch's video rows, vision layout and fbank."""
-    import numpy as np
-    from vaemotion_jax.training.examples import layout_arrays
     lay = layout_arrays(qwen, grid)
     return {"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim), np.float32),
             **{k: ((batch,) + v.shape, np.int32) for k, v in lay.items()},
@@ -275,8 +269,6 @@ def text_tokens(c, options: Options, count, default: int) -> tuple[int, str]:
 def program(c, mesh, step, boxed: dict, trainable: tuple[str, ...], shapes: dict, seq_len: int,
             seq_note: str) -> Program:
     """The step with its abstract (state, frozen, batch), sharded as a run shards them."""
-    from jax.sharding import NamedSharding, PartitionSpec
-    from vaemotion_jax.training.state import split_params
     trainable_boxed, frozen_boxed = split_params(boxed, trainable)
     state = abstract_state(trainable_boxed, step.keywords["tx"], c.seed, mesh)
     frozen = placed(frozen_boxed, mesh)
@@ -291,8 +283,6 @@ def program(c, mesh, step, boxed: dict, trainable: tuple[str, ...], shapes: dict
 
 def stage1_text_tokens(c, path: str) -> int:
     """Template + prompt tokens of the longest Stage 1 prompt (everything but video and answer)."""
-    from vaemotion_jax.processing.chat import encode_chat
-    from vaemotion_jax.processing.tokenizer import load_tokenizer
     tok = load_tokenizer(path)
     return max(len(encode_chat(tok, [{"role": "user", "content": p}], video_tokens=1,
                                add_generation_prompt=True)["input_ids"]) - 1 for p in c.prompts)
@@ -312,7 +302,6 @@ def stage1_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
 def stage1_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a Stage 1 batch after `attach_responses` (the fields
     the step reads, and the small ones it carries)."""
-    import numpy as np
     a, i32 = c.max_response_tokens, np.int32
     return {"input_ids": ((batch, seq_len), i32), "position_ids": ((batch, seq_len, 3), i32),
             "attention_mask": ((batch, seq_len), np.bool_), "target_index": ((batch, a), i32),
@@ -323,8 +312,6 @@ def stage1_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
 
 @register("stage1")
 def stage1_program(c, mesh, options: Options) -> Program:
-    import jax.numpy as jnp
-    from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
     from vaemotion_jax.training import stage1
     qwen, ast, adapter, grid = model_configs(c)
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype)))
@@ -355,7 +342,6 @@ def stage2_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
 
 def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a collated Stage 2 batch (`conversation_example`)."""
-    import numpy as np
     a, i32 = c.max_targets, np.int32
     return {"input_ids": ((batch, seq_len), i32), "input_ids_length": ((batch,), i32),
             "position_ids": ((batch, seq_len, 3), i32), "position_ids_length": ((batch,), i32),
@@ -367,12 +353,9 @@ def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
 
 @register("stage2")
 def stage2_program(c, mesh, options: Options) -> Program:
-    import jax
-    import jax.numpy as jnp
-    from flax import linen as nn
     from configs.stage2 import ABLATIONS
     from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
-    from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
+    from vaemotion_jax.models.vaemotion import EmotionConfig
     from vaemotion_jax.training import stage2
     from vaemotion_jax.training.stage2_run import trainable_patterns
     if c.ablation not in ABLATIONS:
@@ -432,7 +415,6 @@ def unrolled_flops(c, mesh, options: Options) -> float:
     """FLOPs of one step counted on the HLO with every layer loop unrolled (lowered, not
     compiled). XLA's cost analysis counts a while loop's body once, so on a scanned step it
     misses all but one layer of every tower."""
-    import jax
     c = c.copy_and_resolve_references()
     c.scan_layers = False
     program = PROGRAMS[c.stage](c, mesh, options)
@@ -539,7 +521,6 @@ def collective_traffic(hlo: str, devices: int) -> dict[str, float]:
 
 def make_plan(c, mesh, options: Options = Options()) -> Plan:
     """Builds the config's stage program on `mesh`, compiles it, and reads XLA's analysis."""
-    import jax
     if c.stage not in PROGRAMS:
         raise ValueError(f"no planner for stage {c.stage!r}; known: {sorted(PROGRAMS)}")
     proxy = (options.cpu_proxy and mesh.devices.flat[0].platform == "cpu"
@@ -663,7 +644,6 @@ def main(argv):
     if _DEVICES.value:
         simulate_devices(_DEVICES.value)
     from configs import common
-    from vaemotion_jax import sharding
     c = common.resolve(c)
     hw = c.get("hardware") or {}
     pick = lambda flag, key, default=None: (flag.value if flag.value is not None
