@@ -324,3 +324,29 @@ def test_7b_preset_matches_released_architecture(tmp_path):
                 ours[k] = v.shape
     assert ours == ref_shapes
     assert sum(int(np.prod(s)) for s in ref_shapes.values()) == total
+
+
+def test_one_compilation_serves_a_bucket(ckpt):
+    """Batches with different video grids and text lengths, padded to one bucket, run through
+    the same compiled function (positions and layout are host-side data)."""
+    from vaemotion_jax.models.qwen2_5_vl.model import prepare_inputs
+    path, _ = ckpt
+    model, params = load_qwen2_5_vl(path)
+    fwd = jax.jit(lambda p, ids, mask, pix, pos, lay: model.apply(
+        {"params": p}, input_ids=ids, attention_mask=mask, pixel_values_videos=pix,
+        position_ids=pos, vision_layout=lay).logits)
+    outs = []
+    for grids, texts in (([(2, 6, 10)], [9, 14]), ([(1, 4, 8)], [30, 3]), ([(3, 4, 4)], [5, 5])):
+        ids, mask, pix, grid, sec = batch_inputs(CFG, [grids], [texts], [1.0])
+        pad = 96 - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (pad, 0)), constant_values=CFG.pad_token_id)
+        mask = np.pad(mask, ((0, 0), (pad, 0)))
+        pix = np.pad(pix, ((0, 4 * 64 - pix.shape[0]), (0, 0)))
+        prep = prepare_inputs(CFG, ids, mask, grid, sec, vision_bucket=(4, 6, 64))
+        outs.append(fwd(params, ids, mask, pix, prep["position_ids"], prep["vision_layout"]))
+        ref = model.apply({"params": params}, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                          pixel_values_videos=jnp.asarray(pix[:int(np.prod(grid))]),
+                          video_grid_thw=grid, second_per_grid_ts=sec).logits
+        valid = mask.astype(bool)
+        assert np.abs(np.asarray(outs[-1])[valid] - np.asarray(ref)[valid]).max() <= 1e-4
+    assert fwd._cache_size() == 1

@@ -29,8 +29,9 @@ def parse(argv=None) -> argparse.Namespace:
                    "world: heldout)")
     p.add_argument("--modality", choices=MODALITIES, help="only items of this modality")
     p.add_argument("--limit", type=int, help="only the first N items (a quick check)")
-    p.add_argument("--mode", default="generate", choices=("generate", "loglik"),
-                   help="greedy generation + letter extraction, or option-letter log-likelihood")
+    p.add_argument("--mode", default="generate", choices=("generate", "loglik", "cloze"),
+                   help="greedy generation + letter extraction; option-letter log-likelihood; or "
+                   "cloze: each option's text scored as the reply to the question alone")
     p.add_argument("--rule", default="airbench", choices=RULES, help="letter extraction rule")
     p.add_argument("--pad-absent-options", action="store_true",
                    help="AIR-Bench: print absent choices as 'C. None' like the official script")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+import jax
 import ml_collections
 
 from vaemotion_jax import sharding
@@ -24,6 +25,8 @@ RUN_FILE = "run.json"
 
 def save_run(workdir: str, c, assets, adapter_dir: str) -> None:
     """Writes workdir/run.json: what `load_run` needs to rebuild the trained model."""
+    if jax.process_index() != 0:
+        return
     with open(os.path.join(workdir, RUN_FILE), "w") as f:
         json.dump({"config": c.to_dict(), "backbone_path": assets.backbone_path,
                    "audio_encoder_path": assets.audio_encoder_path,

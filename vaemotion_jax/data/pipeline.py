@@ -128,6 +128,23 @@ class ExampleFn:
     video_kwargs: Mapping[str, Any] = field(default_factory=dict)
     fbank_frames: int = 1024
     require: tuple[str, ...] = ()
+    # Keep each clip's features after its first use (evaluation: many questions share a clip).
+    # Per process; memory grows with the number of distinct clips.
+    reuse_clips: bool = False
+    _clips: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def _features(self, record: Record) -> dict:
+        key = (record.media, record.video, record.audio, record.start, record.end)
+        if self.reuse_clips and key in self._clips:
+            return self._clips[key]
+        clip = decode_record(record, self.decode)
+        try:
+            features = clip_features(clip, self.features, self.video_kwargs, self.fbank_frames)
+        except ValueError as e:
+            raise BadExample(record.where, f"preprocessing failed: {e}", "preprocess") from None
+        if self.reuse_clips:
+            self._clips[key] = features
+        return features
 
     def __call__(self, record: Record) -> dict | Skipped:
         problems = validate_record(record)
@@ -138,11 +155,7 @@ class ExampleFn:
             if _missing(record, name):
                 return Skipped(record.where, f"missing field {name!r}", "missing_field")
         try:
-            clip = decode_record(record, self.decode)
-            try:
-                features = clip_features(clip, self.features, self.video_kwargs, self.fbank_frames)
-            except ValueError as e:
-                raise BadExample(record.where, f"preprocessing failed: {e}", "preprocess") from None
+            features = self._features(record)
             example = self.format_fn(record, features) if self.format_fn else features
         except BadExample as e:
             return Skipped(e.path, e.reason, e.kind)

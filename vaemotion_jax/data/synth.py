@@ -16,7 +16,7 @@ rule that is not the average of `a` and `v`: agreeing moods reinforce each other
 music's and the picture's valence disagree the music sets the mood and the conflict adds tension.
 
 `python -m vaemotion_jax.data.synth --out DIR [--num-clips N --seed S --workers W]` writes
-clips/*.mp4 (H.264 + AAC), stage1.jsonl, stage2.jsonl, captions.jsonl, benchmark.jsonl and
+clips/*.mp4 (H.264 + AAC), stage1.jsonl, stage2.jsonl, captions.jsonl, benchmark.jsonl, mc_train.jsonl and
 world.json. Output is a pure function of the seed and the options (the same bytes twice).
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-WORLD_VERSION = 4  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects
+WORLD_VERSION = 5  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects;
+                   # 5: mc_train.jsonl
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = ("red", "blue", "green", "yellow")
@@ -450,7 +451,7 @@ def conversations(spec: ClipSpec, labels: dict, seed: int) -> list[dict]:
 
 def manifests(specs: list[ClipSpec], cfg: WorldConfig) -> dict[str, list[dict]]:
     """The four manifests' lines (paths relative to the world folder)."""
-    out = {"stage1": [], "stage2": [], "captions": [], "benchmark": []}
+    out = {"stage1": [], "stage2": [], "captions": [], "benchmark": [], "mc_train": []}
     for spec in specs:
         labels = emotion_labels(spec.picture, spec.sound)
         meta = {"picture": spec.picture, "sound": spec.sound, "matched": spec.matched}
@@ -461,8 +462,10 @@ def manifests(specs: list[ClipSpec], cfg: WorldConfig) -> dict[str, list[dict]]:
         out["captions"].append({"id": spec.id, "media": spec.file, "caption": text, "split": spec.split,
                                 "conversations": [{"role": "user", "content": "Describe the video."},
                                                   {"role": "assistant", "content": text}], "meta": meta})
-        if spec.split == "heldout":
-            out["benchmark"] += [{**item, "meta": meta} for item in benchmark_items(spec, labels, cfg.seed)]
+        items = [{**item, "meta": meta} for item in benchmark_items(spec, labels, cfg.seed)]
+        # held-out clips make the benchmark; training clips the same kinds of questions as
+        # instruction data (answering multiple choice with a letter)
+        out["benchmark" if spec.split == "heldout" else "mc_train"] += items
     return out
 
 
@@ -489,7 +492,8 @@ def world_description(cfg: WorldConfig) -> dict:
         "files": {"stage1": "matched clips only (picture and sound from the same factors), no labels",
                   "stage2": "three records per clip (modality a, v, av), content + emotion turns",
                   "captions": "one per clip: the picture's caption",
-                  "benchmark": "12 items per held-out clip: a/v OC OE SC SE, av Sp-A Sp-AV Sp-V OE"},
+                  "benchmark": "12 items per held-out clip: a/v OC OE SC SE, av Sp-A Sp-AV Sp-V OE",
+                  "mc_train": "the same 12 kinds of items for each training clip (instruction data)"},
     }
 
 

@@ -22,6 +22,7 @@ The modality (a / v / av) never changes the text: it only decides which media th
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from vaemotion_jax.data.manifest import ManifestError, Record, read_manifest, select
@@ -124,3 +125,12 @@ def load_benchmark(path: str, benchmark: str, split: str | None = None,
     if not records:
         raise ManifestError(f"{path}: no items left with split={split!r}, modality={modality!r}")
     return records
+
+
+def as_instruction(record: Record, benchmark: str = "artemo") -> Record:
+    """A multiple-choice item as a training conversation: the evaluation prompt, answered with
+    the right letter (instruction data in exactly the format the benchmark asks for)."""
+    turns = [{"role": "user", "content": record_prompt(record, benchmark)},
+             {"role": "assistant", "content": record.answer}]
+    return dataclasses.replace(record, conversations=turns, question=None, options=None,
+                               answer=None, category=None)

@@ -1,4 +1,8 @@
-"""Running a model on multiple-choice items: batched, jitted, in generation or option-scoring mode.
+"""Running a model on multiple-choice items: batched, jitted, in three modes: "generate" (greedy
+decoding + letter extraction, the paper's protocol), "loglik" (log-probability of each option
+letter as the reply) and "cloze" (the question alone as the prompt, each option's text as the
+reply, mean log-probability per token: for models never taught to answer with letters, such
+as the embedded tiny backbone).
 
 Every item gets the same prompt text whatever its modality; the modality only decides which
 tokens fill the placeholders (audio z_a, video z_v, or joint [z_a; z_v], enhanced when the
@@ -16,6 +20,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from vaemotion_jax.data.decode import BadExample, DecodeOptions
 from vaemotion_jax.data.manifest import Record
@@ -59,7 +64,8 @@ def _tokenizer(path: str):
 
 
 def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
-                   pad_absent: bool = False, prompt: str | None = None) -> dict:
+                   pad_absent: bool = False, prompt: str | None = None,
+                   question_only: bool = False) -> dict:
     """Pipeline `format_fn`: the item's prompt (ending in the generation prompt) with its
     pathway's placeholders, right-padded later; media (zeros for a stream the item lacks)."""
     modality = record.modality or "a"
@@ -72,7 +78,8 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
         raise BadExample(record.where, f"video grid {tuple(features['video_grid_thw'])} differs from "
                          f"the model's {grid}", "preprocess")
     sec = float(features.get("second_per_grid_ts", 2.0 / 2.0))
-    text = prompt if prompt is not None else record_prompt(record, benchmark, pad_absent)
+    text = (prompt if prompt is not None else record.question if question_only
+            else record_prompt(record, benchmark, pad_absent))
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
     ids = encode_chat(_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
                       video_tokens=n, add_generation_prompt=True)["input_ids"].astype(np.int32)
@@ -87,14 +94,16 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
 
 
 def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
-               pad_absent: bool = False, prompt: str | None = None) -> ExampleFn:
+               pad_absent: bool = False, prompt: str | None = None,
+               question_only: bool = False) -> ExampleFn:
     """Decodes only the streams the items need (audio-only items: no video). `prompt` replaces
     the items' own multiple-choice prompt (free questions, emotion read-outs)."""
     decode = DecodeOptions(num_frames=spec.num_frames, video=modality != "a")
     return ExampleFn(decode=decode,
                      format_fn=functools.partial(prompt_example, spec=spec, qwen=qwen,
                                                  benchmark=benchmark, pad_absent=pad_absent,
-                                                 prompt=prompt),
+                                                 prompt=prompt, question_only=question_only),
+                     reuse_clips=True,
                      video_kwargs=dict(resized_hw=tuple(spec.resized_hw), min_pixels=spec.min_pixels,
                                        max_pixels=spec.max_pixels),
                      fbank_frames=spec.audio_max_length)
@@ -134,6 +143,58 @@ def last_logprobs(model: VAEmotionLLM, params, batch, candidates: jnp.ndarray) -
     return model.apply({"params": params}, method=run)
 
 
+def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targets, mask
+                          ) -> jnp.ndarray:
+    """Summed log-probabilities (R,) of continuation tokens, one row per (item, option).
+
+    batch: the items' prompt batch; rows (R,) which item each row is; `batch["full_ids"]`
+    (R, S) / `batch["full_positions"]` (R, S, 3) prompt + continuation; targets/mask (R, A) the
+    continuation tokens, predicted from positions starts (R,) + arange(A)."""
+    def run(m):
+        item = {k: batch[k][rows] for k in ("fbank", "pixel_values_videos", "patch_index",
+                                           "patch_hw", "token_index", "modality")}
+        s = batch["full_ids"].shape[1]
+        h = m.hidden(batch["full_ids"], jnp.moveaxis(batch["full_positions"], -1, 0),
+                     jnp.arange(s)[None] < batch["full_length"][:, None], _pathway(m, item))
+        index = starts[:, None] + jnp.arange(targets.shape[1])[None]
+        logp = jax.nn.log_softmax(m.logits(jnp.take_along_axis(h, index[..., None], 1))
+                                  .astype(jnp.float32), -1)
+        picked = jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+        return jnp.sum(picked * mask, -1)
+    return model.apply({"params": params}, method=run)
+
+
+def cloze_inputs(batch: dict, records: list[Record], tok, eos_id: int, buckets=_LENGTHS):
+    """Prompt + each option as the reply: full ids/positions (R, S), rows, starts, targets,
+    mask and the option lengths, for `continuation_logprobs`."""
+    seqs, pos, rows, starts, conts = [], [], [], [], []
+    for i, r in enumerate(records):
+        if r is None:
+            continue
+        n = int(batch["prompt_ids_length"][i])
+        prompt, ppos = batch["prompt_ids"][i, :n], batch["position_ids"][i, :n]
+        for option in r.options:
+            cont = np.asarray(tok.encode(option, add_special_tokens=False) + [eos_id], np.int32)
+            seqs.append(np.concatenate([prompt, cont]))
+            pos.append(np.concatenate([ppos, (ppos.max() + 1 + np.arange(len(cont)))[:, None]
+                                       .repeat(3, 1)]))
+            rows.append(i), starts.append(n - 1), conts.append(cont)
+    s = next(b for b in buckets if b >= max(len(x) for x in seqs))
+    a = max(len(x) for x in conts)
+    r_ = len(seqs)
+    full = np.zeros((r_, s), np.int32)
+    fpos = np.zeros((r_, s, 3), np.int32)
+    tg = np.zeros((r_, a), np.int32)
+    mk = np.zeros((r_, a), np.float32)
+    for j, (x, p, cnt) in enumerate(zip(seqs, pos, conts)):
+        full[j, :len(x)], fpos[j, :len(x)] = x, p
+        tg[j, :len(cnt)], mk[j, :len(cnt)] = cnt, 1
+    lengths = np.asarray([len(x) for x in seqs], np.int32)
+    return ({"full_ids": full, "full_positions": fpos, "full_length": lengths},
+            np.asarray(rows, np.int32), np.asarray(starts, np.int32), tg, mk,
+            np.asarray([len(c) for c in conts]))
+
+
 def letter_token_ids(tokenizer, n: int) -> np.ndarray:
     """The token id of each option letter as the reply's first token."""
     ids = []
@@ -167,13 +228,16 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
     qwen = model.config.qwen
     tok = _tokenizer(spec.tokenizer_dir)
     score = jax.jit(functools.partial(last_logprobs, model))
+    cloze = jax.jit(functools.partial(continuation_logprobs, model))
     tokens_fn = jax.jit(functools.partial(pathway_tokens, model))
     by_id = {r.id: r for r in records}
     preds: list[Prediction] = []
     t0, done = time.time(), 0
+    bar = tqdm(total=len(records), unit="question", desc=f"{benchmark} ({mode})", disable=None)
     for modality in sorted({r.modality or "a" for r in records}):
         group = [r for r in records if (r.modality or "a") == modality]
-        it = make_iterator(group, example_fn(spec, qwen, benchmark, modality, pad_absent),
+        it = make_iterator(group, example_fn(spec, qwen, benchmark, modality, pad_absent,
+                                             question_only=mode == "cloze"),
                            PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
                                           drop_remainder=False,
                                           buckets=_BUCKETS,
@@ -189,6 +253,20 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                     r = by_id[str(batch["id"][i])]
                     preds.append(make_prediction(r, benchmark,
                                                  option_logprobs=[[float(x)] for x in lp[i, :len(r.options)]]))
+            elif mode == "cloze":
+                items = [by_id[str(batch["id"][i])] if batch["valid"][i] else None
+                         for i in range(len(batch["id"]))]
+                extra, rws, starts, tg, mk, lens = cloze_inputs(batch, items, tok, qwen.eos_token_id)
+                total = np.asarray(cloze(params, {**dev, **{k: jnp.asarray(v) for k, v in extra.items()}},
+                                         jnp.asarray(rws), jnp.asarray(starts), jnp.asarray(tg),
+                                         jnp.asarray(mk)))
+                j = 0
+                for i in rows:
+                    r = by_id[str(batch["id"][i])]
+                    k = len(r.options)
+                    preds.append(make_prediction(r, benchmark, option_logprobs=[
+                        [float(total[j + o]) / lens[j + o]] for o in range(k)]))
+                    j += k
             elif mode == "generate":
                 ids, mask, pos = _left_pad(batch, qwen.pad_token_id)
                 out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
@@ -199,11 +277,13 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                     text = tok.decode(out[i], skip_special_tokens=True)
                     preds.append(make_prediction(r, benchmark, response=text, rule=rule))
             else:
-                raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")
+                raise ValueError(f"mode must be 'loglik', 'cloze' or 'generate', got {mode!r}")
             done += len(rows)
-            log.info("evaluate: %d/%d items (%.1f items/s)", done, len(records),
-                     done / max(time.time() - t0, 1e-9))
+            bar.update(len(rows))
         log.info("%s", it.summary())
+    bar.close()
+    log.info("evaluated %d items in %.1f s (%.1f questions/s)", done, time.time() - t0,
+             done / max(time.time() - t0, 1e-9))
     return preds
 
 

@@ -113,12 +113,12 @@ class VAEmotionLLM(nn.Module):
 
     def __call__(self, fbank, pixel_values, vision_layout, input_ids, position_ids,
                  attention_mask) -> Any:
-        """Every submodule once (used to create params): (teacher, student) hidden states and,
-        with the EmoAdapter, the joint pathway's emotion prediction."""
+        """Every submodule once (used to create params): (teacher, student) logits and, with
+        the EmoAdapter, the joint pathway's emotion prediction."""
         zv = self.video_tokens(pixel_values, vision_layout)
         za = self.audio_tokens(fbank)
-        out = [self.hidden(input_ids, position_ids, attention_mask, self.enhance(zv)),
-               self.hidden(input_ids, position_ids, attention_mask, za)]
+        out = [self.logits(self.hidden(input_ids, position_ids, attention_mask, self.enhance(zv))),
+               self.logits(self.hidden(input_ids, position_ids, attention_mask, za))]
         if self.config.emotion is not None and self.config.emotion.supervisor:
             out.append(self.emotion(self.enhance(jnp.concatenate([za, zv], 1))))
         return tuple(out)

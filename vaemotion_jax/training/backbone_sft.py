@@ -28,6 +28,7 @@ from vaemotion_jax.checkpoints.qwen2_5_vl import export_qwen2_5_vl
 from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.pipeline import ExampleFn, Skipped
+from vaemotion_jax.evaluation.prompts import as_instruction
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, causal_mask, init_params
 from vaemotion_jax.training import losses
@@ -35,19 +36,22 @@ from vaemotion_jax.training.examples import chat_arrays, layout_arrays
 
 log = logging.getLogger("vaemotion_jax.backbone_sft")
 
-RECIPE = dict(steps=300, batch_size=16, lr=2e-3, warmup=30, seed=0, max_targets=16,
+RECIPE = dict(steps=500, batch_size=16, lr=2e-3, warmup=30, seed=0, max_targets=16,
               num_frames=4, resized_hw=(112, 112), min_pixels=28 * 28, max_pixels=112 * 112,
-              version=1)
+              version=2)
 
 
-def caption_example(record, features, *, tokenizer_dir, qwen, prompts, max_targets):
-    """One (video, prompt -> caption) example per prompt in the pool, fixed shapes."""
+def caption_example(record, features, *, tokenizer_dir, qwen, prompts, max_targets, questions):
+    """The clip's chats, fixed shapes: (prompt -> caption) for every prompt of the pool, and
+    its video multiple-choice questions answered with the letter (`questions`: clip file ->
+    conversations)."""
     from vaemotion_jax.training.stage1 import _tokenizer
     tok = _tokenizer(tokenizer_dir)
     grid = features["video_grid_thw"]
     rows = []
-    for prompt in prompts:
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": record.caption}]
+    chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": record.caption}]
+             for p in prompts] + list(questions.get(record.media, ()))
+    for turns in chats:
         rows.append(chat_arrays(tok, qwen, turns, grid, features["second_per_grid_ts"], max_targets))
     return {"chats": rows, "pixel_values_videos": features["pixel_values_videos"],
             **layout_arrays(qwen, grid)}
@@ -59,7 +63,8 @@ def _load_examples(world_dir: str, tokenizer_dir: str, qwen, prompts, r) -> list
     fn = ExampleFn(decode=DecodeOptions(num_frames=r["num_frames"], audio=False),
                    format_fn=functools.partial(caption_example, tokenizer_dir=tokenizer_dir,
                                                qwen=qwen, prompts=tuple(prompts),
-                                               max_targets=r["max_targets"]),
+                                               max_targets=r["max_targets"],
+                                               questions=video_questions(world_dir)),
                    video_kwargs=dict(resized_hw=r["resized_hw"], min_pixels=r["min_pixels"],
                                      max_pixels=r["max_pixels"]))
     out, skipped = [], 0
@@ -74,6 +79,20 @@ def _load_examples(world_dir: str, tokenizer_dir: str, qwen, prompts, r) -> list
             log.info("decoded %d/%d caption clips", i + 1, len(records))
     if not out:
         raise RuntimeError(f"{world_dir}/captions.jsonl: no usable training clips ({skipped} skipped)")
+    return out
+
+
+def video_questions(world_dir: str) -> dict[str, list]:
+    """Clip file -> the training clips' video-only multiple-choice items as conversations: the
+    instruction following a pretrained VLM brings (it sees only video, so only "v" items)."""
+    path = os.path.join(world_dir, "mc_train.jsonl")
+    if not os.path.exists(path):
+        return {}
+    items, _ = read_manifest(path)
+    out: dict[str, list] = {}
+    for item in items:
+        if item.modality == "v" and item.split == "train":
+            out.setdefault(item.media, []).append(as_instruction(item).conversations)
     return out
 
 

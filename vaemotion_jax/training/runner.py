@@ -51,6 +51,13 @@ def enable_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def write_json(path: str, obj) -> None:
+    """Process 0 writes `obj` as JSON (every process of a multi-host run computes it)."""
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=2)
+
+
 def global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
     """Process-local NumPy batch -> global arrays sharded on the batch axis (strings dropped)."""
     out = {}
@@ -87,7 +94,7 @@ class Progress:
     def record(self, step: int, values: dict[str, float]) -> None:
         """Appends the logged scalars to workdir/metrics.jsonl (one JSON object per log step)."""
         if self.metrics is not None:
-            self.metrics.write(json.dumps({"step": step, **values}) + "\n")
+            self.metrics.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
             self.metrics.flush()
 
     def line(self, step: int, values: dict[str, float]) -> str:

@@ -29,7 +29,7 @@ from vaemotion_jax.processing.vision import VideoPreprocessConfig
 from vaemotion_jax.training import runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
-from vaemotion_jax.training.state import create_state, make_optimizer, split_params
+from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
 
 log = logging.getLogger("vaemotion_jax.stage1")
 
@@ -39,7 +39,8 @@ log = logging.getLogger("vaemotion_jax.stage1")
 def resolve_assets(c) -> Assets:
     """Weights and data locations: the config's, or the embedded default's."""
     if c.model == "tiny" and not c.backbone_path:
-        a = default_assets(c.prompts, c.data.audio_max_length)
+        from configs.common import STAGE1_PROMPTS  # the captioner answers the Stage 1 pool
+        a = default_assets(tuple(c.get("prompts", STAGE1_PROMPTS)), c.data.audio_max_length)
     else:
         if not c.backbone_path or not c.audio_encoder_path:
             raise ValueError(f"model {c.model!r} needs --config.backbone_path and "
@@ -257,7 +258,7 @@ def run(c) -> dict[str, Any]:
                            pipeline(c, qwen, c.data.batch_size // jax.process_count(), True))
 
         def eval_fn(state, step):
-            values = held.distributions({**frozen, **state.params})
+            values = held.distributions(merge_params(frozen, state.params))
             log.info("held-out at step %d: %s", step, _fmt(values))
             return values
 
@@ -267,13 +268,12 @@ def run(c) -> dict[str, Any]:
             meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
             keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn if held else None,
             batch_size=c.data.batch_size)
-        end = held.report({**frozen, **state.params}) if held else {}
+        end = held.report(merge_params(frozen, state.params)) if held else {}
         log.info("held-out after training: %s", _fmt(end))
         weights.export_adapter(state.params["audio_adapter"], adapter_cfg,
                        os.path.join(workdir, "audio_adapter"))
     summary = {"start": start, "end": end, "steps": c.steps, "skipped_steps": int(state.skipped)}
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    runner.write_json(os.path.join(workdir, "summary.json"), summary)
     print(report_table(summary))
     return summary
 

@@ -24,7 +24,7 @@ from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation import runner as eval_runner
-from vaemotion_jax.evaluation.prompts import load_benchmark
+from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
 from vaemotion_jax.inference import save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
@@ -33,7 +33,7 @@ from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmo
 from vaemotion_jax.training import runner, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.stage1_run import resolve_assets
-from vaemotion_jax.training.state import create_state, make_optimizer, split_params
+from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
 
 log = logging.getLogger("vaemotion_jax.stage2")
 
@@ -93,6 +93,11 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
     records, problems = read_manifest(path, strict=c.data.strict)
     train = [r for r in records if r.split != "heldout"]
     heldout = [r for r in records if r.split == "heldout"]
+    mc_path = os.path.join(assets.world_dir, "mc_train.jsonl") if assets.world_dir else ""
+    if c.data.mc_instructions and mc_path and os.path.exists(mc_path):
+        items, more = read_manifest(mc_path, strict=c.data.strict)
+        problems += more
+        train += [as_instruction(r) for r in items if r.split != "heldout"]
     general_path = c.data.general_manifest or (os.path.join(assets.world_dir, "captions.jsonl")
                                                if assets.world_dir else "")
     if general_path and c.data.general_fraction > 0:
@@ -199,14 +204,13 @@ def run(c) -> dict[str, Any]:
                 make_batch=lambda b: runner.global_batch(b, mesh), step_fn=step_fn, meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
                 keep=c.keep_checkpoints, batch_size=c.data.batch_size)
-            params = {**frozen, **state.params}
+            params = merge_params(frozen, state.params)
         report = held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen,
                                  ast_model, adapter_cfg)
         export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts)
     report["ablation"] = c.ablation
     report["skipped_steps"] = int(state.skipped) if state is not None else 0
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    runner.write_json(os.path.join(workdir, "summary.json"), report)
     print(report["table"])
     return report
 
@@ -226,7 +230,7 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
         s1_model, s1_params = stage1_view(params, qwen, ast_model.config, adapter_cfg, ast_model.dtype)
         for name, (m, p) in (("Stage 1", (s1_model, s1_params)),
                              (f"Stage 2 ({c.ablation})", (model, params))):
-            preds = eval_runner.run_items(m, p, items, spec, "artemo", mode="loglik",
+            preds = eval_runner.run_items(m, p, items, spec, "artemo", mode=c.eval_mode,
                                           batch_size=c.teacher_batch)
             rows[name] = artemo_row_from_predictions(preds)
         out["benchmark"] = rows

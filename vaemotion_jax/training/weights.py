@@ -12,6 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 from flax import linen as nn
 
@@ -55,8 +56,12 @@ def init_adapter(cfg: AudioAdapterConfig, ast_config, mesh, rng) -> dict:
 
 
 def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
-    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(jax.device_get(v))
-               for k, v in flatten(params).items()}
+    """Gathers the (possibly multi-host sharded) adapter; process 0 writes it."""
+    host = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+        return
+    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(v)
+               for k, v in flatten(host).items()}
     save_safetensors_dir(tensors, path)
     with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=2)
