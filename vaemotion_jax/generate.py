@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, prepare_inputs
+from vaemotion_jax.sharding import to_host
 
 
 def init_cache(model: Qwen2_5_VL, batch: int, length: int, dtype=None):
@@ -127,4 +128,4 @@ def greedy_generate(model: Qwen2_5_VL, params: Any, input_ids, attention_mask=No
                     None if layout is None else {k: jnp.asarray(v) for k, v in layout.items()},
                     None if visual_tokens is None else jnp.asarray(visual_tokens),
                     jnp.asarray(eos), jnp.int32(0 if pad is None else pad), max_new_tokens)
-    return np.asarray(out)
+    return to_host(out)

@@ -59,7 +59,7 @@ def load_run(path: str, mesh=None) -> LoadedRun:
     c = ml_collections.ConfigDict(run["config"])
     mesh = mesh or sharding.make_mesh((1, 1, 1))
     stage = c.stage
-    with mesh:
+    with jax.set_mesh(mesh):
         qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
             c, run["backbone_path"], run["audio_encoder_path"], mesh)
         qwen = qwen_model.config

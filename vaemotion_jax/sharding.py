@@ -22,6 +22,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("length", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
     # parameters
     ("layers", None),
@@ -126,3 +127,11 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; a no-op outside a mesh context."""
     return nn.with_logical_constraint(x, tuple(logical_axes), rules=LOGICAL_RULES)
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-host sharded) array as NumPy on every process."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

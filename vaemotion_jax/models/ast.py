@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vaemotion_jax.models.layers import Dense, activation, attention
+from vaemotion_jax.sharding import constrain
 
 MODEL_TYPE = "audio-spectrogram-transformer"
 
@@ -155,7 +156,8 @@ class ASTAttention(nn.Module):
         def proj(name):
             return Dense(c.hidden_size, ("audio_embed", "audio_heads"), use_bias=c.qkv_bias,
                          dtype=self.dtype, name=name)(x).reshape(b, s, c.num_heads, c.head_dim)
-        out = attention(proj("q"), proj("k"), proj("v"), None)
+        A = ("batch", "length", "act_heads", None)
+        out = attention(*(constrain(proj(n), A) for n in "qkv"), None)
         return Dense(c.hidden_size, ("audio_heads", "audio_embed"), dtype=self.dtype,
                      name="o")(out.reshape(b, s, c.hidden_size))
 
@@ -169,8 +171,9 @@ class ASTMLP(nn.Module):
         c = self.cfg
         h = Dense(c.intermediate_size, ("audio_embed", "audio_mlp"), dtype=self.dtype,
                   name="fc1")(x)
+        h = constrain(activation(c.hidden_act)(h), ("batch", "length", "act_mlp"))
         return Dense(c.hidden_size, ("audio_mlp", "audio_embed"), dtype=self.dtype,
-                     name="fc2")(activation(c.hidden_act)(h))
+                     name="fc2")(h)
 
 
 class ASTLayer(nn.Module):
@@ -181,6 +184,7 @@ class ASTLayer(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.cfg
+        x = constrain(x, ("batch", "length", "act_embed"))
         x = x + ASTAttention(c, self.dtype, name="attn")(
             _layer_norm(c.layer_norm_eps, self.dtype, "ln_before")(x))
         x = x + ASTMLP(c, self.dtype, name="mlp")(

@@ -162,7 +162,7 @@ class HeldOut:
             out = self.step(params, runner.global_batch(batch, self.mesh))
             valid = batch["valid"].astype(np.float64)
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v) * valid))
+                sums[k] = sums.get(k, 0.0) + float(np.sum(sharding.to_host(v) * valid))
             n += valid.sum()
         return {k: v / max(n, 1.0) for k, v in sums.items()}
 
@@ -170,7 +170,7 @@ class HeldOut:
         """(teacher texts, student texts) for the held-out clips."""
         teacher, student = [], []
         for batch in self.batches:
-            z_a = self.audio(params, jnp.asarray(batch["fbank"]))
+            z_a = sharding.to_host(self.audio(params, jnp.asarray(batch["fbank"])))
             out = stage1.teacher_responses(self.qwen_model, params["backbone"], batch,
                                            self.qwen_model.config, self.c.max_response_tokens,
                                            visual_tokens=np.asarray(z_a))
@@ -213,7 +213,7 @@ def run(c) -> dict[str, Any]:
     save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))
     log.info("backbone %s | audio encoder %s | data %s", assets.backbone_path,
              assets.audio_encoder_path, c.data.train_manifest or assets.world_dir)
-    with mesh:
+    with jax.set_mesh(mesh):
         model, qwen_model, params, adapter_cfg = build(c, assets, mesh)
         qwen = qwen_model.config
         backbone_fp = fingerprint(assets.backbone_path)

@@ -163,7 +163,7 @@ def run(c) -> dict[str, Any]:
     save_run(workdir, c, assets, adapter_dir)
     lora = dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha,
                 lora_dropout=c.lora.dropout) if parts["lora"] else {}
-    with mesh:
+    with jax.set_mesh(mesh):
         qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
             c, assets.backbone_path, assets.audio_encoder_path, mesh, **lora)
         qwen = qwen_model.config

@@ -44,9 +44,10 @@ class Attention(nn.Module):
         q = self.proj("q", c.num_heads * c.head_dim, ("embed", "heads"))(x)
         k = self.proj("k", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"))(x)
         v = self.proj("v", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"))(x)
-        q = apply_rotary(q.reshape(b, s, c.num_heads, c.head_dim), cos, sin)
-        k = apply_rotary(k.reshape(b, s, c.num_kv_heads, c.head_dim), cos, sin)
-        v = v.reshape(b, s, c.num_kv_heads, c.head_dim)
+        A = ("batch", "length", "act_heads", None)
+        q = constrain(apply_rotary(q.reshape(b, s, c.num_heads, c.head_dim), cos, sin), A)
+        k = constrain(apply_rotary(k.reshape(b, s, c.num_kv_heads, c.head_dim), cos, sin), A)
+        v = constrain(v.reshape(b, s, c.num_kv_heads, c.head_dim), A)
         if cache is not None:
             ck, cv = cache
             k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
@@ -67,8 +68,8 @@ class MLP(nn.Module):
         c = self.cfg
         gate = Dense(c.intermediate_size, ("embed", "mlp"), False, self.dtype, name="gate")(x)
         up = Dense(c.intermediate_size, ("embed", "mlp"), False, self.dtype, name="up")(x)
-        return Dense(c.hidden_size, ("mlp", "embed"), False, self.dtype,
-                     name="down")(activation(c.hidden_act)(gate) * up)
+        h = constrain(activation(c.hidden_act)(gate) * up, ("batch", "length", "act_mlp"))
+        return Dense(c.hidden_size, ("mlp", "embed"), False, self.dtype, name="down")(h)
 
 
 class DecoderLayer(nn.Module):
@@ -80,6 +81,7 @@ class DecoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x, cache, cos, sin, mask, cache_index):
         c = self.cfg
+        x = constrain(x, ("batch", "length", "act_embed"))
         h, cache = Attention(c, self.dtype, self.lora, self.deterministic, name="attn")(
             RMSNorm(c.rms_norm_eps, "embed", name="input_norm")(x), cos, sin, mask, cache,
             cache_index)

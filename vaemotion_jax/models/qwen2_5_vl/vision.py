@@ -14,6 +14,7 @@ from vaemotion_jax.models.layers import Dense, RMSNorm, activation, attention
 from vaemotion_jax.models.qwen2_5_vl.config import VisionConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import apply_rotary, vision_cos_sin
 from vaemotion_jax.models.remat import remat_policy
+from vaemotion_jax.sharding import constrain
 
 
 def gather_patches(pixel_values, patch_index):
@@ -40,7 +41,8 @@ class VisionAttention(nn.Module):
         heads = (b, p, c.num_heads, c.head_dim)
         proj = lambda n: Dense(c.hidden_size, ("vision_embed", "vision_heads"), dtype=self.dtype,
                                name=n)(x).reshape(heads)
-        q, k, v = proj("q"), proj("k"), proj("v")
+        A = ("batch", "length", "act_heads", None)
+        q, k, v = (constrain(proj(n), A) for n in "qkv")
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         def within(size):
@@ -67,8 +69,9 @@ class VisionMLP(nn.Module):
                      name="gate")(x)
         up = Dense(c.intermediate_size, ("vision_embed", "vision_mlp"), dtype=self.dtype,
                    name="up")(x)
+        h = constrain(activation(c.hidden_act)(gate) * up, ("batch", "length", "act_mlp"))
         return Dense(c.hidden_size, ("vision_mlp", "vision_embed"), dtype=self.dtype,
-                     name="down")(activation(c.hidden_act)(gate) * up)
+                     name="down")(h)
 
 
 class VisionBlock(nn.Module):
@@ -80,6 +83,7 @@ class VisionBlock(nn.Module):
     @nn.compact
     def __call__(self, x, is_full, cos, sin, valid):
         c = self.cfg
+        x = constrain(x, ("batch", "length", "act_embed"))
         x = x + VisionAttention(c, self.dtype, name="attn")(
             RMSNorm(c.rms_norm_eps, "vision_embed", name="norm1")(x), cos, sin, valid, is_full,
             self.groups)
