@@ -20,17 +20,16 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_ablation")
     args = p.parse_args()
     import configs.stage2
+    from configs.common import override
     from vaemotion_jax.evaluation.tables import format_artemo_table
     from vaemotion_jax.training import runner
     from vaemotion_jax.training.stage2_run import run
     runner.setup_logging()
     rows, emotion = {}, {}
     for ablation in configs.stage2.ABLATIONS:
-        c = configs.stage2.get_config()
-        with c.unlocked():
-            c.ablation, c.steps, c.stage1_dir = ablation, args.steps, args.stage1_dir
-            c.workdir = os.path.join(args.out, ablation)
-        report = run(c)
+        report = run(override(configs.stage2.get_config(), {
+            "ablation": ablation, "steps": args.steps, "stage1_dir": args.stage1_dir,
+            "workdir": os.path.join(args.out, ablation)}))
         rows[ablation] = report["benchmark"][f"Stage 2 ({ablation})"]
         if "emotion" in report:
             emotion[ablation] = report["emotion"]

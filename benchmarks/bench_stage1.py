@@ -18,16 +18,8 @@ import time
 
 def stage1_config(workdir: str, **values):
     import configs.stage1
-    c = configs.stage1.get_config()
-    with c.unlocked():
-        c.workdir = workdir
-        for k, v in values.items():
-            node = c
-            *path, leaf = k.split(".")
-            for p in path:
-                node = node[p]
-            node[leaf] = v
-    return c
+    from configs.common import override
+    return override(configs.stage1.get_config(), {"workdir": workdir, **values})
 
 
 def time_steps(workdir: str, mode: str, steps: int) -> float:

@@ -97,6 +97,18 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     return c
 
 
+def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Sets dotted fields ("data.batch_size": 4) like command-line overrides do; returns c."""
+    with c.unlocked():
+        for key, value in values.items():
+            node = c
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+    return c
+
+
 def apply_preset(c: ml_collections.ConfigDict, arg: str | None) -> None:
     """`--config=stage1:qwen2_5_vl_7b` selects the preset; unset fields are filled later from
     `c.model` by `resolve`."""

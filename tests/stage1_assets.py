@@ -46,14 +46,8 @@ def cli_args(values: dict) -> list[str]:
     return [f"--config.{k}={v}" for k, v in values.items()]
 
 
-def config(values: dict):
-    """configs/stage1.get_config() with `values` applied."""
-    import configs.stage1 as module
-    c = module.get_config()
-    for key, value in values.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return c
+def config(values: dict, stage: str = "stage1"):
+    """configs/<stage>.get_config() with `values` applied."""
+    import importlib
+    from configs.common import override
+    return override(importlib.import_module(f"configs.{stage}").get_config(), values)

@@ -20,14 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny(**overrides):
     import configs.stage1 as module
-    c = module.get_config()
-    for key, value in overrides.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return common.resolve(c)
+    return common.resolve(common.override(module.get_config(), overrides))
 
 
 def shard_bytes(tree) -> int:

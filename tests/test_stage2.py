@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from stage1_assets import config, make_assets, settings
 from vaemotion_jax.training import losses, stage2
@@ -44,22 +43,14 @@ def runs(tmp_path_factory):
     """A 2-step Stage 1 run, then a 3-step full Stage 2 run from its adapter."""
     from vaemotion_jax.training.stage1_run import run as run1
     from vaemotion_jax.training.stage2_run import run as run2
-    import configs.stage2
     root = tmp_path_factory.mktemp("stage2")
     assets = make_assets(str(root / "assets"))
     s1 = str(root / "stage1")
     run1(config(settings(assets, s1, steps=2)))
-    c = configs.stage2.get_config()
     base = settings(assets, str(root / "stage2"), steps=3, eval_items=24, teacher_batch=8,
                     stage1_dir=s1, **{"lora.dropout": 0.1, "max_targets": 24})
     del base["eval_clips"], base["max_response_tokens"]
-    for k, v in base.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    report = run2(c)
+    report = run2(config(base, "stage2"))
     return {"assets": assets, "stage1": s1, "stage2": str(root / "stage2"), "report": report}
 
 

@@ -51,6 +51,17 @@ def enable_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def start_run(c):
+    """What every stage does first: join a multi-process run, turn on the compilation cache,
+    build the mesh and the workdir. Returns (mesh, absolute workdir)."""
+    initialize_distributed(c)
+    enable_compilation_cache(c.compilation_cache)
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    workdir = os.path.abspath(c.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    return mesh, workdir
+
+
 def write_json(path: str, obj) -> None:
     """Process 0 writes `obj` as JSON (every process of a multi-host run computes it)."""
     if jax.process_index() == 0:

@@ -204,11 +204,7 @@ def run(c) -> dict[str, Any]:
     """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
     from configs import common
     c = common.resolve(c)
-    runner.initialize_distributed(c)
-    runner.enable_compilation_cache(c.compilation_cache)
-    mesh = sharding.make_mesh(tuple(c.mesh))
-    workdir = os.path.abspath(c.workdir)
-    os.makedirs(workdir, exist_ok=True)
+    mesh, workdir = runner.start_run(c)
     assets = resolve_assets(c)
     save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))
     log.info("backbone %s | audio encoder %s | data %s", assets.backbone_path,

@@ -8,7 +8,6 @@ paper's Table 2 layout.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from typing import Any
@@ -17,7 +16,6 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.emotion import export_emotion_modules
 from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.data.decode import DecodeOptions
@@ -153,11 +151,7 @@ def run(c) -> dict[str, Any]:
     if c.ablation not in configs.stage2.ABLATIONS:
         raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(configs.stage2.ABLATIONS)}")
     parts = configs.stage2.ABLATIONS[c.ablation]
-    runner.initialize_distributed(c)
-    runner.enable_compilation_cache(c.compilation_cache)
-    mesh = sharding.make_mesh(tuple(c.mesh))
-    workdir = os.path.abspath(c.workdir)
-    os.makedirs(workdir, exist_ok=True)
+    mesh, workdir = runner.start_run(c)
     assets = resolve_assets(c)
     adapter_dir = stage1_adapter_dir(c)
     save_run(workdir, c, assets, adapter_dir)
