@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, prepare_inputs
+from vaemotion_jax.models.qwen2_5_vl.rope import videos_per_example
+from vaemotion_jax.models.qwen2_5_vl.vision_layout import build_layout
 from vaemotion_jax.sharding import to_host
 
 
@@ -108,15 +110,19 @@ def greedy_generate(model: Qwen2_5_VL, params: Any, input_ids, attention_mask=No
     if not attention_mask[:, -1].all():
         raise ValueError("greedy_generate needs left-padded prompts (last column all real tokens)")
     grids = None if video_grid_thw is None else np.asarray(video_grid_thw)
-    # positions follow the video grid even when other tokens (audio) stand in for the video
-    prep = prepare_inputs(cfg, input_ids, attention_mask, grids if position_ids is None or
-                          pixel_values_videos is not None else None, second_per_grid_ts,
-                          vision_bucket)
     use_pixels = visual_tokens is None and pixel_values_videos is not None
-    if position_ids is not None:
-        prep["position_ids"] = np.asarray(position_ids, np.int32)
-        last = np.where(attention_mask[None].astype(bool), prep["position_ids"], -1).max((0, 2))
-        prep["rope_deltas"] = last + 1 - attention_mask.sum(1)
+    if position_ids is None:
+        # positions follow the video grid even when other tokens (audio) stand in for the video
+        prep = prepare_inputs(cfg, input_ids, attention_mask, grids, second_per_grid_ts,
+                              vision_bucket)
+    else:
+        pos = np.asarray(position_ids, np.int32)
+        last = np.where(attention_mask[None].astype(bool), pos, -1).max((0, 2))
+        prep = {"position_ids": pos, "rope_deltas": last + 1 - attention_mask.sum(1)}
+        if use_pixels:
+            per_example = videos_per_example(input_ids, cfg, grids, attention_mask)
+            prep["vision_layout"] = build_layout(per_example, cfg.vision,
+                                                 *(vision_bucket or (None,) * 3)).arrays()
     start = attention_mask.sum(1) + prep["rope_deltas"]        # first generated token's position
     eos = np.atleast_1d(np.asarray(cfg.eos_token_id if eos_token_ids is None else eos_token_ids,
                                    np.int32))

@@ -119,9 +119,11 @@ def logical_names(abstract_params: Any) -> Any:
                         abstract_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Shards the leading (batch) axis over data and fsdp, the rest replicated."""
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh=mesh))
+def batch_sharding(mesh: Mesh, ndim: int, batch: int | None = None) -> NamedSharding:
+    """Shards the leading (batch) axis over data and fsdp, the rest replicated; with the global
+    `batch` size given, over as many of them as divide it."""
+    shape = None if batch is None else (batch,) + (1,) * (ndim - 1)
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), shape, mesh))
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

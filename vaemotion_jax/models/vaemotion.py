@@ -85,9 +85,10 @@ class VAEmotionLLM(nn.Module):
         return self.emotion_supervisor(tokens, mask)
 
     def enhanced_tokens(self, fbank, pixel_values, vision_layout):
-        """(Enh(z_a), Enh(z_v)), each (B, N, D)."""
-        return (self.enhance(self.audio_tokens(fbank)),
-                self.enhance(self.video_tokens(pixel_values, vision_layout)))
+        """(Enh(z_a), Enh(z_v)), each (B, N, D). The adapter is frozen from Stage 2 on, so z_a
+        is a constant here (no gradient reaches the adapter or the encoders)."""
+        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank))
+        return self.enhance(z_a), self.enhance(self.video_tokens(pixel_values, vision_layout))
 
     def emotions(self, e_a, e_v) -> jnp.ndarray:
         """(valence, arousal) of the audio, video and joint pathways: (B, 3, 2)."""

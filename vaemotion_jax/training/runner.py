@@ -57,6 +57,11 @@ def start_run(c):
     initialize_distributed(c)
     enable_compilation_cache(c.compilation_cache)
     mesh = sharding.make_mesh(tuple(c.mesh))
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if c.data.batch_size % shards:
+        raise ValueError(f"data.batch_size {c.data.batch_size} does not split over the "
+                         f"{shards} batch shards of mesh {dict(mesh.shape)} (data x fsdp); "
+                         "choose a multiple, or change --config.mesh")
     workdir = os.path.abspath(c.workdir)
     os.makedirs(workdir, exist_ok=True)
     return mesh, workdir
@@ -76,7 +81,7 @@ def global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
         value = np.asarray(value)
         if value.dtype.kind in "USO":
             continue
-        spec = sharding.batch_sharding(mesh, value.ndim)
+        spec = sharding.batch_sharding(mesh, value.ndim, value.shape[0] * jax.process_count())
         out[name] = jax.make_array_from_process_local_data(spec, value)
     return out
 

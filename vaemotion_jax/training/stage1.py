@@ -83,8 +83,10 @@ def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen
     t_ids = np.zeros((bsz, max_targets), np.int32)
     t_mask = np.zeros((bsz, max_targets), bool)
     for b, row in enumerate(rows):
+        if not batch["valid"][b]:  # a padding row: no tokens, nothing to predict
+            continue
         ids[b, :len(row)] = row
-        mask[b, :len(row)] = bool(batch["valid"][b])
+        mask[b, :len(row)] = True
         grid = tuple(int(g) for g in batch["video_grid_thw"][b])
         pos[b, :len(row)] = rope_index_one(row, [grid], [float(batch["second_per_grid_ts"][b])],
                                            qwen).T
@@ -92,7 +94,7 @@ def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen
         k = min(len(row) - n_prompt, max_targets)
         t_index[b, :k] = np.arange(n_prompt - 1, n_prompt - 1 + k)
         t_ids[b, :k] = row[n_prompt:n_prompt + k]
-        t_mask[b, :k] = bool(batch["valid"][b])
+        t_mask[b, :k] = True
     out = dict(batch)
     out.update(input_ids=ids, position_ids=pos, attention_mask=mask, target_index=t_index,
                target_ids=t_ids, target_mask=t_mask)
