@@ -198,3 +198,17 @@ def test_two_processes_equal_one(assets, tmp_path):
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out
     np.testing.assert_allclose(losses_of(multi), losses_of(single), rtol=1e-5)
+
+
+def test_resume_against_other_weights_is_refused(tmp_path):
+    """A checkpoint remembers which frozen weights it was trained on."""
+    from vaemotion_jax.training.checkpoint import check_same_run
+    ckpt = Checkpointer(str(tmp_path / "ck"), every=1)
+    meta = {"backbone": {"path": "/w/a", "fingerprint": "aaa"}, "stage": "stage1"}
+    ckpt.save(1, {"x": jnp.zeros(3)}, {"position": 4}, meta, force=True)
+    ckpt.close()
+    saved = Checkpointer(str(tmp_path / "ck"), every=1).read_meta(1)
+    check_same_run(saved, meta, "ck")
+    other = {**meta, "backbone": {"path": "/w/a", "fingerprint": "bbb"}}
+    with pytest.raises(RuntimeError, match="backbone differs"):
+        check_same_run(saved, other, "ck")

@@ -131,10 +131,11 @@ class Progress:
 def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, make_batch,
                step_fn: Callable, meta: dict, log_every: int, checkpoint_every: int, keep: int,
                eval_every: int = 0, eval_fn: Callable | None = None, batch_size: int = 1,
-               async_checkpoints: bool = True) -> Any:
+               async_checkpoints: bool = True, lr_schedule: Callable | None = None) -> Any:
     """Runs `step_fn(state, frozen, batch) -> (state, metrics)` until `steps`, resuming first.
 
-    make_batch(host_batch) -> device batch; eval_fn(state, step) -> dict of scalars.
+    make_batch(host_batch) -> device batch; eval_fn(state, step) -> dict of scalars;
+    lr_schedule(step) -> the learning rate, logged with the step's metrics.
     """
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), checkpoint_every, keep,
                         async_checkpoints)
@@ -156,6 +157,8 @@ def train_loop(*, workdir: str, steps: int, state: Any, frozen: Any, iterator, m
             if done % log_every == 0 or done == steps:
                 values = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 values["skipped"] = float(state.skipped)
+                if lr_schedule is not None:
+                    values["lr"] = float(lr_schedule(done - 1))
                 pending = []
                 log.info(progress.line(done, values))
                 progress.scalars(done, values)

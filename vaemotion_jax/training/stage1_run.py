@@ -29,7 +29,8 @@ from vaemotion_jax.processing.vision import VideoPreprocessConfig
 from vaemotion_jax.training import runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
-from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
+from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
+                                          split_params)
 
 log = logging.getLogger("vaemotion_jax.stage1")
 
@@ -263,7 +264,8 @@ def run(c) -> dict[str, Any]:
             make_batch=lambda b: runner.global_batch(complete(b), mesh), step_fn=step_fn,
             meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
             keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn if held else None,
-            batch_size=c.data.batch_size)
+            batch_size=c.data.batch_size,
+            lr_schedule=schedule(c.optim.lr, c.optim.warmup_steps, c.steps))
         end = held.report(merge_params(frozen, state.params)) if held else {}
         log.info("held-out after training: %s", _fmt(end))
         weights.export_adapter(state.params["audio_adapter"], adapter_cfg,

@@ -31,7 +31,8 @@ from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmo
 from vaemotion_jax.training import runner, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.stage1_run import resolve_assets
-from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
+from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
+                                          split_params)
 
 log = logging.getLogger("vaemotion_jax.stage2")
 
@@ -197,7 +198,8 @@ def run(c) -> dict[str, Any]:
                 workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
                 make_batch=lambda b: runner.global_batch(b, mesh), step_fn=step_fn, meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
-                keep=c.keep_checkpoints, batch_size=c.data.batch_size)
+                keep=c.keep_checkpoints, batch_size=c.data.batch_size,
+                lr_schedule=schedule(c.optim.lr, c.optim.warmup_steps, c.steps))
             params = merge_params(frozen, state.params)
         report = held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen,
                                  ast_model, adapter_cfg)
