@@ -93,7 +93,7 @@ batch_script() {
   [[ -n "$venv" ]] && echo "source $(shell_word "$venv/bin/activate")"
   echo "export $(quoted "${env_vars[@]}")"
   if [[ "$per" == node ]]; then
-    echo 'head="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+    echo 'head="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"'  # reads all: no SIGPIPE under pipefail
     echo 'port=$((SLURM_JOB_ID % 4096 + 61440))'
   fi
   echo "srun --kill-on-bad-exit=1 --output=$(shell_word "$logdir/%x-%j-%t.log") $task_line"
