@@ -33,7 +33,8 @@ def main() -> None:
         rows[ablation] = report["benchmark"][f"Stage 2 ({ablation})"]
         if "emotion" in report:
             emotion[ablation] = report["emotion"]
-    print("\nTable 3 on the synthetic world (held-out benchmark, cloze scoring)")
+    mode = configs.stage2.get_config().eval_mode
+    print(f"\nTable 3 on the synthetic world (held-out benchmark, {mode} scoring)")
     print(format_artemo_table(rows))
     if emotion:
         print("\nValence/arousal CCC on held-out clips (rows with the Emotion Supervisor)")
