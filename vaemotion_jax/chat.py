@@ -43,7 +43,7 @@ def respond(run: LoadedRun, media: Sequence[str], modality: str, prompt: str,
     it = make_iterator(records, eval_runner.example_fn(run.spec, qwen, "artemo", modality,
                                                        prompt=prompt), PipelineConfig(
         batch_size=batch_size, shuffle=False, num_epochs=1, drop_remainder=False, strict=True,
-        buckets=eval_runner._BUCKETS, pad_values={"prompt_ids": qwen.pad_token_id}))
+        buckets=eval_runner.PROMPT_BUCKETS, pad_values={"prompt_ids": qwen.pad_token_id}))
     tok = run.tokenizer
     emotion = run.model.config.emotion
     has_va = emotion is not None and emotion.supervisor
@@ -51,8 +51,8 @@ def respond(run: LoadedRun, media: Sequence[str], modality: str, prompt: str,
     va_fn = jax.jit(functools.partial(eval_runner.emotions, run.model)) if has_va else None
     replies = []
     for batch in it:
-        dev = eval_runner._device(batch)
-        ids, mask, pos = eval_runner._left_pad(batch, qwen.pad_token_id)
+        dev = eval_runner.device_batch(batch)
+        ids, mask, pos = eval_runner.left_pad_prompts(batch, qwen.pad_token_id)
         out = greedy_generate(Qwen2_5_VL(qwen), run.params["backbone"], ids, mask,
                               visual_tokens=np.asarray(tokens_fn(run.params, dev)),
                               position_ids=pos, max_new_tokens=max_new_tokens)

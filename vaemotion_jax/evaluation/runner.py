@@ -31,13 +31,14 @@ from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
 from vaemotion_jax.models.vaemotion import MODALITY_CODES, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.processing.vision import VideoPreprocessConfig
 from vaemotion_jax.training.examples import layout_arrays, pathway_positions
 from vaemotion_jax.training.stage2 import placeholder_count
 
 log = logging.getLogger("vaemotion_jax.evaluate")
 _LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096)
-_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
+PROMPT_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,6 @@ class InputSpec:
     def grid(self) -> tuple[int, int, int]:
         vp = VideoPreprocessConfig(self.resized_hw, self.min_pixels, self.max_pixels)
         return vp.grid_thw(self.num_frames, *self.resized_hw)
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    from vaemotion_jax.processing.tokenizer import load_tokenizer
-    return load_tokenizer(path)
 
 
 def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
@@ -81,7 +76,7 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
     text = (prompt if prompt is not None else record.question if question_only
             else record_prompt(record, benchmark, pad_absent))
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
-    ids = encode_chat(_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
+    ids = encode_chat(cached_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
                       video_tokens=n, add_generation_prompt=True)["input_ids"].astype(np.int32)
     rows = int(np.prod(grid))
     return {"prompt_ids": ids,
@@ -207,7 +202,7 @@ def letter_token_ids(tokenizer, n: int) -> np.ndarray:
     return np.asarray(ids, np.int32)
 
 
-def _left_pad(batch: dict, pad_id: int):
+def left_pad_prompts(batch: dict, pad_id: int):
     """Left-padded prompt ids, mask and positions for generation."""
     p = batch["prompt_ids"].shape[1]
     ids = np.full_like(batch["prompt_ids"], pad_id)
@@ -226,7 +221,7 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
               rule: str = "airbench", pad_absent: bool = False) -> list[Prediction]:
     """Predictions for benchmark items, grouped by modality; progress is logged."""
     qwen = model.config.qwen
-    tok = _tokenizer(spec.tokenizer_dir)
+    tok = cached_tokenizer(spec.tokenizer_dir)
     score = jax.jit(functools.partial(last_logprobs, model))
     cloze = jax.jit(functools.partial(continuation_logprobs, model))
     tokens_fn = jax.jit(functools.partial(pathway_tokens, model))
@@ -240,11 +235,11 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                                              question_only=mode == "cloze"),
                            PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
                                           drop_remainder=False,
-                                          buckets=_BUCKETS,
+                                          buckets=PROMPT_BUCKETS,
                                           pad_values={"prompt_ids": qwen.pad_token_id}))
         for batch in it:
             rows = [i for i in range(len(batch["id"])) if batch["valid"][i]]
-            dev = _device(batch)
+            dev = device_batch(batch)
             if mode == "loglik":
                 n_opts = {len(by_id[str(batch["id"][i])].options) for i in rows}
                 k = max(n_opts)
@@ -268,7 +263,7 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                         [float(total[j + o]) / lens[j + o]] for o in range(k)]))
                     j += k
             elif mode == "generate":
-                ids, mask, pos = _left_pad(batch, qwen.pad_token_id)
+                ids, mask, pos = left_pad_prompts(batch, qwen.pad_token_id)
                 out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
                                       visual_tokens=np.asarray(tokens_fn(params, dev)),
                                       position_ids=pos, max_new_tokens=max_new_tokens)
@@ -301,18 +296,18 @@ def valence_arousal(model: VAEmotionLLM, params, spec: InputSpec, records: Seque
     qwen = model.config.qwen
     it = make_iterator(clips, example_fn(spec, qwen, "artemo", "av", prompt=""),
                        PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
-                                      drop_remainder=False, buckets=_BUCKETS,
+                                      drop_remainder=False, buckets=PROMPT_BUCKETS,
                                       pad_values={"prompt_ids": qwen.pad_token_id}))
     fn = jax.jit(functools.partial(emotions, model))
     by_id = {r.id: r for r in clips}
     preds, trues, masks = [], [], []
     for batch in it:
-        va = np.asarray(fn(params, _device(batch)))
+        va = np.asarray(fn(params, device_batch(batch)))
         for b in np.flatnonzero(batch["valid"]):
             lab = label_arrays(by_id[str(batch["id"][b])])
             preds.append(va[b]), trues.append(lab["va"]), masks.append(lab["va_mask"])
     return np.stack(preds), np.stack(trues), np.stack(masks)
 
 
-def _device(batch: dict) -> dict:
+def device_batch(batch: dict) -> dict:
     return {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind not in "USO"}

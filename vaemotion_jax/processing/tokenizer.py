@@ -8,6 +8,8 @@ saved with the Qwen2.5-VL chat template, so `AutoTokenizer.from_pretrained` and
 """
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import os
@@ -129,6 +131,12 @@ def load_tokenizer(path: str | os.PathLike):
     if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         raise FileNotFoundError(f"tokenizer directory {path} has no tokenizer.json or vocab.json")
     return AutoTokenizer.from_pretrained(str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def cached_tokenizer(path: str):
+    """`load_tokenizer(path)`, loaded once per process (data workers call it per example)."""
+    return load_tokenizer(path)
 
 
 @dataclass(frozen=True)

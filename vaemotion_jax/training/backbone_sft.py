@@ -31,6 +31,7 @@ from vaemotion_jax.data.pipeline import ExampleFn, Skipped
 from vaemotion_jax.evaluation.prompts import as_instruction
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, causal_mask, init_params
+from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
 from vaemotion_jax.training.examples import chat_arrays, layout_arrays
 
@@ -45,8 +46,7 @@ def caption_example(record, features, *, tokenizer_dir, qwen, prompts, max_targe
     """The clip's chats, fixed shapes: (prompt -> caption) for every prompt of the pool, and
     its video multiple-choice questions answered with the letter (`questions`: clip file ->
     conversations)."""
-    from vaemotion_jax.training.stage1 import _tokenizer
-    tok = _tokenizer(tokenizer_dir)
+    tok = cached_tokenizer(tokenizer_dir)
     grid = features["video_grid_thw"]
     rows = []
     chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": record.caption}]

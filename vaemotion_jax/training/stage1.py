@@ -9,7 +9,6 @@ or z_a). The loss is the soft cross-entropy of eq. (1) over the response tokens.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
 from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
 from vaemotion_jax.training.examples import layout_arrays
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
@@ -40,12 +40,6 @@ def prompt_for(clip_id: str, prompts: Sequence[str], seed: int) -> str:
 
 # --- host side: examples ----------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    from vaemotion_jax.processing.tokenizer import load_tokenizer
-    return load_tokenizer(path)
-
-
 def prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_VLConfig,
                    prompts: Sequence[str], seed: int) -> dict:
     """Pipeline `format_fn`: prompt tokens (ending in the generation prompt) + media + layout."""
@@ -54,7 +48,7 @@ def prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_
     grid = features["video_grid_thw"]
     n_video = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2
     prompt = prompt_for(record.id, prompts, seed)
-    ids = encode_chat(_tokenizer(tokenizer_dir), [{"role": "user", "content": prompt}],
+    ids = encode_chat(cached_tokenizer(tokenizer_dir), [{"role": "user", "content": prompt}],
                       video_tokens=n_video, add_generation_prompt=True)["input_ids"]
     return {"prompt_ids": ids.astype(np.int32), "video_grid_thw": np.asarray(grid, np.int32),
             "second_per_grid_ts": np.float32(features["second_per_grid_ts"]),

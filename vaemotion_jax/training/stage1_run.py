@@ -26,6 +26,7 @@ from vaemotion_jax.inference import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.vision import VideoPreprocessConfig
+from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
@@ -241,7 +242,7 @@ def run(c) -> dict[str, Any]:
             eval_batches = [complete(b) for b in make_iterator(
                 heldout, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))]
             held = HeldOut(c, eval_batches, model, qwen_model, mesh,
-                           world_vocabulary(assets.world_dir), stage1._tokenizer(assets.tokenizer_dir))
+                           world_vocabulary(assets.world_dir), cached_tokenizer(assets.tokenizer_dir))
 
         trainable, frozen = split_params(params, tuple(c.trainable))
         tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,

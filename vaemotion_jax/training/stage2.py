@@ -9,7 +9,6 @@ from the enhanced tokens of every example, and the labels the example has are su
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,15 +18,10 @@ from vaemotion_jax.data.decode import BadExample
 from vaemotion_jax.data.pipeline import label_arrays
 from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
+from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
 from vaemotion_jax.training.examples import layout_arrays, pathway_positions
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    from vaemotion_jax.processing.tokenizer import load_tokenizer
-    return load_tokenizer(path)
 
 
 def placeholder_count(modality: str, grid, merge: int) -> int:
@@ -47,7 +41,7 @@ def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen, ma
     grid = features["video_grid_thw"]
     sec = float(features["second_per_grid_ts"])
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
-    enc = encode_chat(_tokenizer(tokenizer_dir), record.conversations, video_tokens=n)
+    enc = encode_chat(cached_tokenizer(tokenizer_dir), record.conversations, video_tokens=n)
     ids = enc["input_ids"].astype(np.int32)
     targets = np.flatnonzero(enc["assistant_mask"])
     if targets.size == 0:
