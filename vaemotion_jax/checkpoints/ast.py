@@ -7,8 +7,6 @@ plus `classifier.*`, which is deliberately not loaded). Both the names transform
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -18,7 +16,7 @@ from flax import linen as nn
 from vaemotion_jax.checkpoints.mapping import (KeyMap, Rule, conv_to_hf, conv_to_ours, copy,
                                                export_params, flatten, linear, load_params,
                                                unflatten)
-from vaemotion_jax.checkpoints.safetensors_io import (CheckpointError, SafetensorsDir,
+from vaemotion_jax.checkpoints.safetensors_io import (CheckpointError, SafetensorsDir, read_config_json,
                                                       save_safetensors_dir)
 from vaemotion_jax.models.ast import MODEL_TYPE, ASTConfig, ASTModel, abstract_params
 from vaemotion_jax.sharding import param_shardings
@@ -88,14 +86,7 @@ def keymap(cfg: ASTConfig, prefix: str = "", naming: str = "legacy") -> KeyMap:
 
 def read_ast_config(path: str) -> ASTConfig:
     """The ASTConfig of a checkpoint directory; CheckpointError if it is not an AST checkpoint."""
-    file = os.path.join(path, "config.json")
-    try:
-        with open(file) as f:
-            d = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{file}: no config.json in the checkpoint directory") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    file, d = read_config_json(path)
     if d.get("model_type") != MODEL_TYPE:
         raise CheckpointError(
             f"{file}: model_type {d.get('model_type')!r} (architectures "

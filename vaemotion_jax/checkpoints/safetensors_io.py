@@ -73,6 +73,19 @@ def _read_header(path: str) -> dict[str, TensorInfo]:
     return out
 
 
+def read_config_json(path: str) -> tuple[str, dict]:
+    """(file, parsed dict) of a checkpoint directory's config.json; CheckpointError if absent
+    or not JSON."""
+    file = os.path.join(path, "config.json")
+    try:
+        with open(file) as f:
+            return file, json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: no config.json in the checkpoint directory") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+
+
 class SafetensorsDir:
     """The tensors of a Hugging Face checkpoint directory, by key, memory-mapped on demand.
     `filename` names the unsharded file (e.g. PEFT's "adapter_model.safetensors")."""

@@ -6,8 +6,6 @@ semantics) are ours and are not written to config.json.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
 
 from vaemotion_jax.models.lora import LoRASpec
@@ -210,14 +208,8 @@ def to_hf_dict(c: Qwen2_5_VLConfig) -> dict:
 
 
 def read_hf_config(path: str, **runtime) -> Qwen2_5_VLConfig:
-    file = os.path.join(path, "config.json")
-    try:
-        with open(file) as f:
-            d = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{file}: no config.json in the checkpoint directory") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    from vaemotion_jax.checkpoints.safetensors_io import read_config_json
+    file, d = read_config_json(path)
     try:
         return from_hf_dict(d, **runtime)
     except (KeyError, ValueError) as e:
