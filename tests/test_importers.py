@@ -32,14 +32,42 @@ def test_vggsound_naming_conventions_and_missing_clips(tmp_path):
     result = importers.import_vggsound(str(csv_path), str(clips))
     by_id = {r.id: r for r in result.records}
     assert sorted(by_id) == ["--abc_xyz_000030", "AAA_000007", "BBB_000010", "CCC_000040"]
-    assert by_id["--abc_xyz_000030"].meta == {"label": "playing violin, fiddle"}
-    assert by_id["AAA_000007"].split == "test" and by_id["AAA_000007"].start is None
+    assert by_id["--abc_xyz_000030"].meta == {"label": "playing violin, fiddle", "csv_split": "train"}
+    assert by_id["AAA_000007"].split == "heldout" and by_id["AAA_000007"].start is None
     assert by_id["BBB_000010"].media.endswith("BBB_10000_20000.flac")
     assert (by_id["CCC_000040"].start, by_id["CCC_000040"].end) == (40.0, 50.0)
     assert len(result.missing) == 1 and "DDD_000000" in result.missing[0]
     assert [p.split(": ", 1)[1][:20] for p in result.problems] == ["start_seconds 'zero'", "expected 4 columns y"]
     only_train = importers.import_vggsound(str(csv_path), str(clips), split="train")
     assert "AAA_000007" not in {r.id for r in only_train.records}
+
+
+def test_vggsound_test_rows_are_held_out_by_the_trainers(tmp_path, capsys):
+    clips = tmp_path / "clips"
+    for name in ("tr1_000000", "tr2_000005", "te1_000000", "te2_000010", "va1_000000"):
+        touch(str(clips / f"{name}.mp4"))
+    csv_path = tmp_path / "vggsound.csv"
+    csv_path.write_text("tr1,0,dog,train\ntr2,5,cat,train\nte1,0,dog,test\nte2,10,rain,test\n"
+                        "va1,0,dog,val\n")
+    result = importers.import_vggsound(str(csv_path), str(clips))
+    assert {r.id: r.split for r in result.records} == {"tr1_000000": "train", "tr2_000005": "train",
+                                                       "te1_000000": "heldout", "te2_000010": "heldout"}
+    assert {r.id: r.meta["csv_split"] for r in result.records}["te1_000000"] == "test"
+    assert result.problems == [f"{csv_path}:5: split 'val' is not one of ['train', 'test']"]
+    # what stage1_run.split_records / stage2_run train on: everything not held out
+    assert sorted(r.id for r in result.records if r.split != "heldout") == ["tr1_000000", "tr2_000005"]
+    out = tmp_path / "test.jsonl"
+    assert importers.main(["vggsound", "--csv", str(csv_path), "--clips", str(clips), "--split", "test",
+                           "--out", str(out)]) == 0
+    records, problems = read_manifest(str(out))
+    assert problems == [] and [(r.id, r.split) for r in records] == [("te1_000000", "heldout"),
+                                                                      ("te2_000010", "heldout")]
+    with pytest.raises(ValueError, match=r"split 'heldout': expected a CSV split word, one of \['train', 'test'\]"):
+        importers.import_vggsound(str(csv_path), str(clips), split="heldout")
+    with pytest.raises(SystemExit):
+        importers.main(["vggsound", "--csv", str(csv_path), "--clips", str(clips), "--split", "heldout",
+                        "--out", str(out)])
+    assert "invalid choice: 'heldout'" in capsys.readouterr().err
 
 
 def test_videoinstruct_conversations_and_duration_filter(tmp_path):

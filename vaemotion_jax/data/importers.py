@@ -1,7 +1,10 @@
 """Importers that write our JSONL manifest from public dataset formats.
 
   vggsound      headerless CSV `youtube_id,start_seconds,label,split` + a folder of clips
-                (Stage 1 pairs, no labels; the class label goes to `meta.label`)
+                (Stage 1 pairs, no labels; the class label goes to `meta.label`). The CSV's
+                `test` becomes the manifest split `heldout` (what the trainers hold out) and
+                `train` stays `train`; the CSV's word is kept in `meta.csv_split`. `--split`
+                takes the CSV's words (train/test)
   videoinstruct VideoInstruct-100K JSON list of {video_id, q, a} + a folder of videos
                 (one user/assistant conversation per item, for Stage 2's general mix-in)
   airbench      AIR-Bench Foundation `Foundation_meta.json`; audio at
@@ -28,6 +31,7 @@ from vaemotion_jax.data.manifest import Record, write_manifest
 
 MEDIA_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flac", ".wav", ".mp3", ".m4a", ".ogg")
 VGGSOUND_SECONDS = 10.0
+VGGSOUND_SPLITS = {"train": "train", "test": "heldout"}  # CSV word -> manifest split (trainers hold out "heldout")
 
 
 @dataclass
@@ -67,8 +71,19 @@ def vggsound_candidates(youtube_id: str, start: int) -> list[tuple[str, bool]]:
             (f"{youtube_id}_{start * 1000}_{(start + 10) * 1000}", True), (youtube_id, False)]
 
 
+def vggsound_split(word: str) -> str | None:
+    """The manifest split of a VGGSound CSV split word (test -> heldout), or None if unknown."""
+    return VGGSOUND_SPLITS.get(word)
+
+
 def import_vggsound(csv_path: str, clips_dir: str, split: str | None = None) -> ImportResult:
-    """VGGSound rows -> Stage 1 records (uncut full videos get a start/end window)."""
+    """VGGSound rows -> Stage 1 records (uncut full videos get a start/end window).
+
+    `split` keeps only rows of that CSV split word (train/test); the CSV's test rows are written
+    with split `heldout`, so the trainers never train on them.
+    """
+    if split is not None and split not in VGGSOUND_SPLITS:
+        raise ValueError(f"VGGSound split {split!r}: expected a CSV split word, one of {list(VGGSOUND_SPLITS)}")
     media = index_media(clips_dir)
     result = ImportResult()
     with open(csv_path, newline="", encoding="utf-8") as f:
@@ -84,6 +99,9 @@ def import_vggsound(csv_path: str, clips_dir: str, split: str | None = None) -> 
             except ValueError:
                 result.problems.append(f"{where}: start_seconds {start_text!r} is not a number")
                 continue
+            if vggsound_split(row_split) is None:
+                result.problems.append(f"{where}: split {row_split!r} is not one of {list(VGGSOUND_SPLITS)}")
+                continue
             if split is not None and row_split != split:
                 continue
             found = next(((media[stem], cut) for stem, cut in vggsound_candidates(youtube_id, start)
@@ -94,8 +112,8 @@ def import_vggsound(csv_path: str, clips_dir: str, split: str | None = None) -> 
                 continue
             path, cut = found
             window = {} if cut else {"start": float(start), "end": float(start + VGGSOUND_SECONDS)}
-            result.records.append(Record(id=clip_id, media=path, split=row_split, meta={"label": label},
-                                         **window))
+            result.records.append(Record(id=clip_id, media=path, split=vggsound_split(row_split),
+                                         meta={"label": label, "csv_split": row_split}, **window))
     return result
 
 
@@ -188,10 +206,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vaemotion_jax.data.importers",
                                 description="Write a vaemotion_jax manifest from a public dataset format.")
     sub = p.add_subparsers(dest="format", required=True)
-    v = sub.add_parser("vggsound", help="VGGSound CSV + clips folder (Stage 1)")
+    v = sub.add_parser("vggsound", help="VGGSound CSV + clips folder (Stage 1)",
+                       description="VGGSound CSV + clips folder -> Stage 1 manifest. The CSV's test "
+                                   "rows get split heldout (what the trainers hold out), train rows "
+                                   "split train; the CSV's word is kept in meta.csv_split.")
     v.add_argument("--csv", required=True)
     v.add_argument("--clips", required=True, help="folder holding the clips (searched recursively)")
-    v.add_argument("--split", help="keep only this CSV split (train/test)")
+    v.add_argument("--split", choices=tuple(VGGSOUND_SPLITS),
+                   help="keep only rows of this CSV split; the CSV's test rows are written with "
+                        "split heldout (held out by the trainers), train rows with split train")
     vi = sub.add_parser("videoinstruct", help="VideoInstruct-100K JSON + videos folder (Stage 2 mix-in)")
     vi.add_argument("--json", required=True)
     vi.add_argument("--videos", required=True)
