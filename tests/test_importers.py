@@ -6,7 +6,9 @@ import pytest
 
 from media_files import make_mp4, make_wav
 from vaemotion_jax.data import importers
-from vaemotion_jax.data.manifest import read_manifest
+from vaemotion_jax.data.manifest import read_manifest, write_manifest
+from vaemotion_jax.evaluation.prompts import load_benchmark
+from vaemotion_jax.evaluation.scoring import record_task
 
 
 def touch(path):
@@ -117,6 +119,29 @@ def test_airbench_answer_letter_from_answer_text(tmp_path):
     assert (second.answer, second.options) == ("B", ["dog", "cat"])
     assert result.problems == [f"{meta}[2]: answer_gt 'horse' equals none of the choices"]
     assert len(result.missing) == 1 and "clip3.wav" in result.missing[0]
+
+
+def test_airbench_audio_grounding_is_read_as_flac_and_task_dataset_kept_apart(tmp_path):
+    folder = tmp_path / "Foundation"
+    grounding = folder / "Audio_Grounding_AudioGrounding"
+    make_wav(str(grounding / "g0.flac"), seconds=0.2)   # meta says g0.wav; AIR-Bench ships .flac
+    make_wav(str(grounding / "g1.wav"), seconds=0.2)    # only a .wav: the official loader misses it too
+    make_wav(str(folder / "Sound_AQA_clotho" / "clip0.wav"), seconds=0.2)
+    ag = dict(task_name="Audio_Grounding", dataset_name="AudioGrounding")
+    items = [airbench_item(1, path="g0.wav", **ag), airbench_item(2, path="g1.wav", **ag), airbench_item(0)]
+    meta = folder / "Foundation_meta.json"
+    meta.write_text(json.dumps(items))
+    result = importers.import_airbench(str(meta))
+    g0, clip0 = result.records
+    assert g0.media == str(grounding / "g0.flac") and clip0.media == str(folder / "Sound_AQA_clotho" / "clip0.wav")
+    assert result.missing == [f"{meta}[1]: {grounding / 'g1.flac'} not found"]
+    assert (g0.category, g0.meta) == ("Audio_Grounding_AudioGrounding",
+                                      {"task_name": "Audio_Grounding", "dataset_name": "AudioGrounding"})
+    assert (clip0.category, clip0.meta) == ("Sound_AQA_clotho", {"task_name": "Sound_AQA", "dataset_name": "clotho"})
+    out = tmp_path / "airbench.jsonl"
+    write_manifest(result.records, str(out))
+    back = load_benchmark(str(out), "airbench")
+    assert [(r.meta, record_task(r)) for r in back] == [(r.meta, r.category) for r in result.records]
 
 
 def test_cli_writes_a_valid_manifest_and_reports(tmp_path, capsys):

@@ -8,8 +8,10 @@
   videoinstruct VideoInstruct-100K JSON list of {video_id, q, a} + a folder of videos
                 (one user/assistant conversation per item, for Stage 2's general mix-in)
   airbench      AIR-Bench Foundation `Foundation_meta.json`; audio at
-                `<root>/<task_name>_<dataset_name>/<path>` (audio-only multiple choice; the
-                answer letter is the choice whose text equals `answer_gt`)
+                `<root>/<task_name>_<dataset_name>/<path>`, Audio_Grounding's as `.flac`
+                whatever `path` says (as AIR-Bench's own loader reads it); audio-only multiple
+                choice, the answer letter is the choice whose text equals `answer_gt`;
+                `category` is `<task_name>_<dataset_name>`, `meta` has the two apart
 
 Media that cannot be found and malformed entries are counted and reported, never fatal:
 
@@ -168,10 +170,21 @@ def import_videoinstruct(json_path: str, videos_dir: str, min_seconds: float | N
 
 
 AIRBENCH_CHOICES = ("choice_a", "choice_b", "choice_c", "choice_d")
+AIRBENCH_FLAC_TASKS = ("Audio_Grounding",)  # read as .flac by AIR-Bench's Inference_Foundation.py
+
+
+def airbench_audio_path(root: str, task_name: str, dataset_name: str, path: str) -> str:
+    """Where AIR-Bench's official loader reads an item's audio: `<root>/<task>_<dataset>/<path>`,
+    with the extension replaced by .flac for Audio_Grounding (the loader's `[:-3] + 'flac'`)."""
+    full = os.path.join(root, f"{task_name}_{dataset_name}", path)
+    if task_name in AIRBENCH_FLAC_TASKS:
+        full = os.path.splitext(full)[0] + ".flac"
+    return full
 
 
 def import_airbench(meta_path: str, root: str | None = None) -> ImportResult:
-    """AIR-Bench Foundation items -> audio-only multiple-choice records (category = task_dataset)."""
+    """AIR-Bench Foundation items -> audio-only multiple-choice records (category = task_dataset;
+    meta.task_name and meta.dataset_name kept apart)."""
     root = root or os.path.dirname(os.path.abspath(meta_path))
     with open(meta_path, encoding="utf-8") as f:
         items = json.load(f)
@@ -191,14 +204,15 @@ def import_airbench(meta_path: str, root: str | None = None) -> ImportResult:
         if item["answer_gt"] not in options:
             result.problems.append(f"{where}: answer_gt {item['answer_gt']!r} equals none of the choices")
             continue
-        category = f"{item['task_name']}_{item['dataset_name']}"
-        path = os.path.join(root, category, item["path"])
+        task, dataset = item["task_name"], item["dataset_name"]
+        path = airbench_audio_path(root, task, dataset, item["path"])
         if not os.path.exists(path):
             result.missing.append(f"{where}: {path} not found")
             continue
         result.records.append(Record(
             id=str(item["uniq_id"]), media=path, question=item["question"], options=options,
-            answer=chr(ord("A") + options.index(item["answer_gt"])), category=category, modality="a"))
+            answer=chr(ord("A") + options.index(item["answer_gt"])), category=f"{task}_{dataset}",
+            modality="a", meta={"task_name": task, "dataset_name": dataset}))
     return result
 
 
@@ -222,7 +236,8 @@ def main(argv=None) -> int:
     vi.add_argument("--max-seconds", type=float)
     a = sub.add_parser("airbench", help="AIR-Bench Foundation_meta.json (evaluation)")
     a.add_argument("--meta", required=True)
-    a.add_argument("--root", help="folder holding <task>_<dataset>/ audio folders (default: the meta file's)")
+    a.add_argument("--root", help="folder holding <task>_<dataset>/ audio folders (default: the meta "
+                                  "file's); Audio_Grounding audio is read as .flac, as AIR-Bench does")
     for sp in (v, vi, a):
         sp.add_argument("--out", required=True, help="manifest to write (.jsonl)")
     args = p.parse_args(argv)
