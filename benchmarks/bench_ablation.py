@@ -4,6 +4,8 @@ same steps and data, evaluated on the synthetic benchmark's held-out items, side
     python benchmarks/bench_ablation.py [--steps 300] [--out runs/bench_ablation]
 
 Rows: adapter only (the Stage 1 model), + LoRA, + LoRA + Enhancer, + LoRA + Supervisor, full.
+As in the paper, the adapter-only row prints "-" for AV and All (no joint pathway there); the
+JSON keeps every measured number.
 All rows start from the same Stage 1 adapter (runs/stage1 by default; trained first if missing).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ def main() -> None:
     args = p.parse_args()
     import configs.stage2
     from configs.common import override
-    from vaemotion_jax.evaluation.tables import format_artemo_table
+    from vaemotion_jax.evaluation.tables import format_ablation_table
     from vaemotion_jax.training import runner
     from vaemotion_jax.training.stage2_run import run
     runner.setup_logging()
@@ -35,7 +37,7 @@ def main() -> None:
             emotion[ablation] = report["emotion"]
     mode = configs.stage2.get_config().eval_mode
     print(f"\nTable 3 on the synthetic world (held-out benchmark, {mode} scoring)")
-    print(format_artemo_table(rows))
+    print(format_ablation_table(rows))
     if emotion:
         print("\nValence/arousal CCC on held-out clips (rows with the Emotion Supervisor)")
         for name, e in emotion.items():

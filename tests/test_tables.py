@@ -6,8 +6,9 @@ import pytest
 
 from vaemotion_jax.evaluation.report import finish, format_summaries, main, read_results, summarize
 from vaemotion_jax.evaluation.scoring import Prediction
-from vaemotion_jax.evaluation.tables import (AIRBENCH_TASKS, AirBenchTask, airbench_column_from_predictions,
-                                             airbench_summary, artemo_row, artemo_row_from_predictions,
+from vaemotion_jax.evaluation.tables import (AIRBENCH_TASKS, AirBenchTask, ablation_row,
+                                             airbench_column_from_predictions, airbench_summary, artemo_row,
+                                             artemo_row_from_predictions, format_ablation_table,
                                              format_airbench_table, format_artemo_table, format_pct, task_of)
 
 # The paper's Table 2: 12 category accuracies (A OC OE SC SE, V ..., AV Sp-A Sp-AV Sp-V OE) and the
@@ -84,6 +85,20 @@ def test_table2_from_fixed_predictions_equals_hand_computed_values():
                                 "Sp-A", "Sp-AV", "Sp-V", "OE", "|", "A", "V", "AV", "All"]
     assert lines[3].split("|")[-1].split() == ["62.5", "81.3", "37.5", "60.4"]
     assert lines[4].split("|")[-1].split() == ["62.5", "-", "-", "-"]
+
+
+def test_table3_adapter_only_row_has_no_joint_pathway():
+    # the paper's Table 3 adapter-only row: A 29.5, V 72.3, AV -, All -; its AV here is measured
+    adapter_only = artemo_row(category_dict([30, 25, 31, 32, 84, 55, 69, 81, 25, 50, 25, 50]))
+    full = artemo_row(category_dict(PAPER_TABLE2["Ours"][0]))
+    lines = format_ablation_table({"adapter_only": adapter_only, "full": full}).splitlines()
+    name, a_block, v_block, av_block, averages = lines[3].split("|")
+    assert name.strip() == "adapter_only" and averages.split() == ["29.5", "72.3", "-", "-"]
+    assert a_block.split() == ["30.0", "25.0", "31.0", "32.0"] and av_block.split() == ["-"] * 4
+    assert lines[4].split("|")[-1].split() == ["77.0", "87.8", "53.5", "72.8"]  # the full model: all four
+    assert ablation_row("adapter_only", adapter_only)["averages"] == {"A": 29.5, "V": 72.25, "AV": None, "All": None}
+    assert adapter_only["averages"]["AV"] == 37.5  # the measured row itself is left as it is
+    assert ablation_row("lora", adapter_only) == adapter_only
 
 
 def test_format_pct_rounds_half_up():

@@ -1,4 +1,5 @@
-"""The paper's result tables: Table 2 (ArtEmoBenchmark) and Table 1 (AIR-Bench Foundation).
+"""The paper's result tables: Table 2 (ArtEmoBenchmark), Table 3 (its ablations) and Table 1
+(AIR-Bench Foundation).
 
 Table 2 (one row per model): A-only OC OE SC SE | V-only OC OE SC SE | AV Sp-A Sp-AV Sp-V OE |
 averages A V AV All. A group average is the mean of its four category accuracies and needs all
@@ -9,6 +10,10 @@ mean(100, 74, 87, 90) = 87.75, mean(60, 53, 42, 59) = 53.5, All = 72.75 either w
 72.8). Values are rounded half up to one decimal, which reproduces every printed average of the
 paper's Table 2 except Emotion-LLaMA's AV (37.25 printed as 37.2; Qwen2.5-Omni's 75.25 is
 printed 75.3, so the paper does not round half to even either).
+
+Table 3 (one row per ablation of configs/stage2.py's ABLATIONS) has Table 2's layout. The
+adapter-only row (the Stage 1 model, no LoRA or EmoAdapter) has no joint pathway in the paper, so
+its AV block, and hence All, prints "-" (the paper: A 29.5, V 72.3, AV -, All -).
 
 Table 1 (one column per model): the 19 Foundation tasks in the paper's row order, each mapped to
 speech / sound / music as AIR-Bench groups them (`AIRBENCH_TASKS`; pass your own tuple to
@@ -127,6 +132,24 @@ def format_artemo_table(rows: Mapping[str, dict], digits: int = 1) -> str:
         cells = ["".join(format_pct(v, digits).rjust(width) for v in vs).ljust(w) for vs, w in zip(values, block_width)]
         lines.append(" | ".join([name.ljust(name_width)] + cells).rstrip())
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- Table 3 (ablations)
+
+NO_JOINT_PATHWAY = ("adapter_only",)  # configs/stage2.py ABLATIONS: the Stage 1 model
+
+
+def ablation_row(ablation: str, row: Mapping) -> dict:
+    """The Table 3 row of `ablation` from its Table 2 row: without the AV block (so AV and All
+    are None) if the paper's model of that ablation has no joint pathway."""
+    if ablation not in NO_JOINT_PATHWAY:
+        return dict(row)
+    return artemo_row({m: cats for m, cats in row["categories"].items() if m != "av"})
+
+
+def format_ablation_table(rows: Mapping[str, Mapping], digits: int = 1) -> str:
+    """Table 3 as text: one line per ablation name in `rows` (values from `artemo_row`)."""
+    return format_artemo_table({name: ablation_row(name, row) for name, row in rows.items()}, digits)
 
 
 # ---------------------------------------------------------------- Table 1 (AIR-Bench Foundation)
