@@ -17,17 +17,26 @@ STAGE1_PROMPTS = (
 # Model presets: sizes of the inputs that follow from the backbone and the audio encoder.
 PRESETS = {
     # The embedded default: a tiny Qwen2.5-VL taught to caption the synthetic world, a tiny AST.
+    # Frames: a fixed 4 per 3 s world clip (2 temporal groups of 8x8 patches -> 32 tokens per
+    # clip): 2 fps would give 6 frames and 48 tokens for the same picture, 1.5x the cost of
+    # every step on a 2-core CPU, and the world's objects move slowly enough for 4.
     "tiny": dict(
-        qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=2.0, num_frames=4,
-        audio_max_length=300, adapter_seq_hidden=64, adapter_channel_hidden=128,
+        qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=None, max_frames=None, num_frames=4,
+        audio_max_length=300, audio_windows=1, adapter_seq_hidden=64, adapter_channel_hidden=128,
         min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
         mesh=(1, -1, 1), remat="none",
         # stage 2: a tiny model trained for minutes needs a larger rate than the paper's 1e-5
         stage2_lr=3e-3, enhancer_hidden=256, supervisor_hidden=64),
     # The paper's setting: 512x512 video (-> 504x504, 324 tokens per 2 frames), 16 kHz audio.
+    # Frames: Qwen2.5-VL's native 2 fps, capped at 8 frames (4 temporal groups -> 1296 tokens
+    # per clip, 2592 for the joint input): a 10 s VGGSound clip gets 8 frames at 0.8 fps, a 30 s
+    # movie clip 8 frames at 0.27 fps. Uncapped 2 fps would be 3240 tokens per 10 s clip and
+    # 9720 per 30 s clip (19440 joint), beyond a 24 GB GPU. AST: 1024 fbank frames (10.24 s)
+    # per window, up to 3 windows averaged so that a 30 s clip's audio spans its frames.
     "qwen2_5_vl_7b": dict(
-        qwen="qwen2_5_vl_7b", ast="ast_audioset", resized_hw=(512, 512), fps=2.0, num_frames=4,
-        audio_max_length=1024, adapter_seq_hidden=1024, adapter_channel_hidden=3584,
+        qwen="qwen2_5_vl_7b", ast="ast_audioset", resized_hw=(512, 512), fps=2.0, max_frames=8,
+        num_frames=None, audio_max_length=1024, audio_windows=3, adapter_seq_hidden=1024,
+        adapter_channel_hidden=3584,
         min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, dtype="bfloat16",
         param_dtype="bfloat16", mesh=(1, -1, 1), remat="full",
         stage2_lr=1e-5, enhancer_hidden=1024, supervisor_hidden=256),
@@ -56,13 +65,19 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     c.data.num_workers = 0          # grain worker processes (0: decode in the main process)
     c.data.strict = False           # fail at the first bad example instead of skipping it
+    # Frames: fps with a max_frames cap, or a fixed num_frames (exactly one; data/media.py).
     c.data.fps = ml_collections.FieldReference(None, field_type=float)
+    c.data.max_frames = ml_collections.FieldReference(None, field_type=int)
     c.data.num_frames = ml_collections.FieldReference(None, field_type=int)
     c.data.resized_hw = ml_collections.FieldReference(None, field_type=tuple)
     c.data.min_pixels = ml_collections.FieldReference(None, field_type=int)
     c.data.max_pixels = ml_collections.FieldReference(None, field_type=int)
-    c.data.audio_max_length = ml_collections.FieldReference(None, field_type=int)
+    c.data.audio_max_length = ml_collections.FieldReference(None, field_type=int)  # per AST window
+    c.data.audio_windows = ml_collections.FieldReference(None, field_type=int)     # AST windows per clip
     c.data.seq_buckets = (128, 192, 256, 384, 512, 768, 1024, 2048)
+    # Loss targets per example: every assistant token, padded to the smallest of these
+    # (static shapes without cutting responses).
+    c.data.target_buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
     c.adapter = ml_collections.ConfigDict()
     c.adapter.kind = "mlp"
@@ -122,11 +137,15 @@ def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown model preset {c.model!r}; known: {sorted(PRESETS)}")
     p = PRESETS[c.model]
     with c.unlocked():
-        for field, key in (("fps", "fps"), ("num_frames", "num_frames"),
-                           ("resized_hw", "resized_hw"), ("min_pixels", "min_pixels"),
-                           ("max_pixels", "max_pixels"), ("audio_max_length", "audio_max_length")):
+        sampling = ("fps", "max_frames", "num_frames")
+        if all(c.data[f] is None for f in sampling):  # the preset's frames, unless the user set any
+            for f in sampling:
+                c.data[f] = p[f]
+        for field in ("resized_hw", "min_pixels", "max_pixels", "audio_max_length", "audio_windows"):
             if c.data[field] is None:
-                c.data[field] = p[key]
+                c.data[field] = p[field]
+        from vaemotion_jax.data.media import MediaSpec
+        MediaSpec.from_config(c.data)  # refuses a config that sets both fps and num_frames
         if c.adapter.seq_hidden is None:
             c.adapter.seq_hidden = p["adapter_seq_hidden"]
         if c.adapter.channel_hidden is None:

@@ -22,7 +22,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.align = "logits"            # logits (eq. 1) | features (the paper's L2 ablation, Table 1 dagger)
     c.trainable = ("audio_adapter/.*",)  # paper: only the audio adapter trains (path regexes)
     c.teacher_responses = "cache"     # cache (generated once, on disk) | on_the_fly
-    c.max_response_tokens = 24    # greedy teacher response length (tiny world answers are short)
+    c.max_response_tokens = 24    # generation cap of the teacher's greedy response (the tiny
+                                  # world's answers end by ~14 tokens; longer ones are counted)
     c.teacher_batch = 32          # clips per batch when generating teacher responses
     c.prompts = common.STAGE1_PROMPTS
 

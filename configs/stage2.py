@@ -27,7 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.joint_layout = "shared_grid"  # [z_a; z_v] both on the video's grid (Stage 1's placement);
                                     # "sequential" puts the video block after the audio block
     c.stage1_dir = "runs/stage1"    # where Stage 1 exported its audio adapter
-    c.max_targets = 48              # assistant tokens per conversation the LM loss runs over
+    c.max_target_tokens = 0         # 0: the LM loss covers every assistant token; N > 0 caps it
+                                    # (cut examples are counted in the data summary)
 
     c.lora = ml_collections.ConfigDict()
     c.lora.rank = 8                 # ours (paper silent): a common small rank

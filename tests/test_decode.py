@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from media_files import broken_set, dominant_frequency, grey, make_mp4, make_wav
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.decode import (BadExample, DecodeOptions, decode_audio, decode_record, probe,
                                        sample_times)
 from vaemotion_jax.data.manifest import ManifestError, Record
@@ -131,7 +132,7 @@ def bad_manifest(files, tmp_path):
 
 
 def iterate(manifest, strict=False):
-    fn = ExampleFn(decode=DecodeOptions(num_frames=2), features="raw", format_fn=raw_format)
+    fn = ExampleFn(media=MediaSpec(num_frames=2), features="raw", format_fn=raw_format)
     it = make_iterator(manifest, fn, PipelineConfig(batch_size=1, num_epochs=1, shuffle=False, strict=strict))
     ids = [b["id"][0] for b in it]
     return it, ids
@@ -157,7 +158,7 @@ def test_required_fields_and_bad_records_built_in_code(files):
     records = [Record(id="ok", media=files["good"], conversations=[{"role": "user", "content": "hi"}]),
                Record(id="no-conv", media=files["good"]),
                Record(id="bad-label", media=files["good"], labels={"a": [2.0, 0.0]})]
-    fn = ExampleFn(decode=DecodeOptions(num_frames=2), features="raw", format_fn=raw_format,
+    fn = ExampleFn(media=MediaSpec(num_frames=2), features="raw", format_fn=raw_format,
                    require=("conversations",))
     it = make_iterator(records, fn, PipelineConfig(batch_size=1, num_epochs=1, shuffle=False))
     assert [b["id"][0] for b in it] == ["ok"]
@@ -169,7 +170,7 @@ def test_strict_mode_fails_at_the_first_with_the_same_message(bad_manifest, file
         iterate(bad_manifest, strict=True)
     assert str(e.value).endswith("manifest.jsonl:8: labels.av: arousal 1.7 outside [-1, 1]")
     records = [Record(id="good", media=files["good"]), Record(id="noise", media=files["unreadable"])]
-    fn = ExampleFn(decode=DecodeOptions(num_frames=2), features="raw", format_fn=raw_format)
+    fn = ExampleFn(media=MediaSpec(num_frames=2), features="raw", format_fn=raw_format)
     with caplog.at_level(logging.WARNING, logger="vaemotion_jax.data"):
         lenient = make_iterator(records, fn, PipelineConfig(batch_size=1, num_epochs=1, shuffle=False))
         list(lenient)
@@ -183,7 +184,7 @@ def test_strict_mode_fails_at_the_first_with_the_same_message(bad_manifest, file
 
 def test_an_endless_run_over_only_bad_files_stops_with_a_message(files):
     records = [Record(id=k, media=files[k]) for k in ("unreadable", "no_audio")]
-    fn = ExampleFn(decode=DecodeOptions(num_frames=2), features="raw", format_fn=raw_format)
+    fn = ExampleFn(media=MediaSpec(num_frames=2), features="raw", format_fn=raw_format)
     it = make_iterator(records, fn, PipelineConfig(batch_size=1))
     with pytest.raises(RuntimeError, match=r"no usable example in a whole epoch of 2 records.*1 no_audio, 1 unreadable"):
         next(it)

@@ -61,9 +61,10 @@ def test_data_iterator_refuses_a_state_from_another_process_count(tmp_path):
     process count is refused (the model state alone would restore; the data position would
     not be the same examples)."""
     from vaemotion_jax.data.manifest import Record
+    from vaemotion_jax.data.media import MediaSpec
     from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
     records = [Record(id=f"r{i}", media=str(tmp_path / f"{i}.wav")) for i in range(8)]
-    make = lambda count: make_iterator(records, ExampleFn(), PipelineConfig(
+    make = lambda count: make_iterator(records, ExampleFn(media=MediaSpec(num_frames=1)), PipelineConfig(
         batch_size=4 // count, seed=0, shard_index=0, shard_count=count, shard_by="batch"))
     state = make(2).get_state()
     with pytest.raises(ValueError, match="data iterator state does not fit this pipeline"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vaemotion_jax.data import synth
-from vaemotion_jax.data.decode import DecodeOptions
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.pipeline import (BatchIterator, ExampleFn, PipelineConfig, collate, label_arrays,
                                          make_iterator, pick_bucket, shard_records)
@@ -29,7 +29,7 @@ def caption_tokens(record, features):
     return {"tokens": tokens, "frame": features["frames"][0]}
 
 
-EXAMPLE = ExampleFn(decode=DecodeOptions(num_frames=1, audio=False), features="raw", format_fn=caption_tokens)
+EXAMPLE = ExampleFn(media=MediaSpec(num_frames=1), audio=False, features="raw", format_fn=caption_tokens)
 BUCKETS = {"tokens": (40, 48, 64)}
 
 
@@ -178,11 +178,11 @@ def test_qwen_features_and_labels(world):
     def va_format(record, features):
         return {**label_arrays(record), "pixels": features["pixel_values_videos"], "fbank": features["fbank"]}
 
-    example = ExampleFn(decode=DecodeOptions(num_frames=2), format_fn=va_format, fbank_frames=96,
-                        video_kwargs={"resized_hw": (56, 56), "min_pixels": 28 * 28, "max_pixels": 56 * 56})
+    example = ExampleFn(media=MediaSpec(num_frames=2, resized_hw=(56, 56), min_pixels=28 * 28,
+                                        max_pixels=56 * 56, audio_frames=96), format_fn=va_format)
     record = read_manifest(f"{world}/stage2.jsonl")[0][0]
     out = example(record)
-    assert out["pixels"].shape == (16, PATCH_DIM) and out["fbank"].shape == (96, 128)
+    assert out["pixels"].shape == (16, PATCH_DIM) and out["fbank"].shape == (1, 96, 128)
     np.testing.assert_allclose(out["va"], [record.labels[p] for p in ("a", "v", "av")])
     assert out["va_mask"].all()
 

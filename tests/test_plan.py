@@ -40,7 +40,8 @@ def real_batch(c, batch: int) -> dict:
     qwen = qwen_config.tiny()
     grid = video_grid(c)
     features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
-                "fbank": np.zeros((c.data.audio_max_length, 128), np.float32),
+                "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
+                "fbank_mask": np.ones(c.data.audio_windows, bool),
                 "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
     longest = max(c.prompts, key=len)
     examples = [stage1.prompt_example(Record(id=f"clip{i}"), features,
@@ -54,7 +55,7 @@ def real_batch(c, batch: int) -> dict:
     out["valid"] = np.ones(batch, bool)
     responses = [[7] * c.max_response_tokens] * batch
     return stage1.attach_responses(out, responses, qwen, c.data.seq_buckets,
-                                   c.max_response_tokens, qwen.pad_token_id)
+                                   c.data.target_buckets, qwen.pad_token_id)
 
 
 def test_abstract_batch_is_the_trainers_batch():
@@ -78,7 +79,7 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     """A joint (AV) conversation collated by the pipeline has the planner's shapes when its
     text is as long as the planner assumes; the step traces on the abstract arguments."""
     import configs.stage2 as module
-    from vaemotion_jax.data.pipeline import collate
+    from vaemotion_jax.data.pipeline import NOTES, collate
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage2
@@ -88,21 +89,24 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
         program = plan.stage2_program(c, mesh, plan.Options())
     qwen, grid = qwen_config.tiny(), video_grid(c)
     features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
-                "fbank": np.zeros((c.data.audio_max_length, 128), np.float32),
+                "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
+                "fbank_mask": np.ones(c.data.audio_windows, bool),
                 "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
     record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
         {"role": "user", "content": "How does this feel?"},
         {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
     example = stage2.conversation_example(record, features,
                                           tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
-                                          max_targets=c.max_targets, joint_layout=c.joint_layout)
+                                          joint_layout=c.joint_layout)
+    example.pop(NOTES)
     real = collate([example] * c.data.batch_size, c.data.batch_size,
-                   {"input_ids": c.data.seq_buckets, "position_ids": c.data.seq_buckets}, {})
+                   {"input_ids": c.data.seq_buckets, "position_ids": c.data.seq_buckets,
+                    **{k: c.data.target_buckets for k in stage2.TARGET_FIELDS}}, {})
     assert real["input_ids"].shape[1] <= program.seq_len
     state, frozen, batch = program.args
     assert set(batch) == set(real)
     for k, x in batch.items():
-        if k not in ("input_ids", "position_ids"):
+        if k not in ("input_ids", "position_ids") + stage2.TARGET_FIELDS:
             assert x.shape == real[k].shape, k
         assert np.dtype(x.dtype).kind == real[k].dtype.kind, k
     jax.eval_shape(program.step, state, frozen, batch)

@@ -66,12 +66,14 @@ def tiny_model_and_batch():
     batch = {"input_ids": ids, "position_ids": np.moveaxis(pos, 0, -1),
              "attention_mask": np.ones_like(ids, bool),
              "pixel_values_videos": rng.normal(size=(1, 32, qwen.vision.patch_dim)).astype(np.float32),
-             "fbank": rng.normal(size=(1, acfg.max_length, 128)).astype(np.float32),
+             "fbank": rng.normal(size=(1, 1, acfg.max_length, 128)).astype(np.float32),
+             "fbank_mask": np.ones((1, 1), bool),
              "patch_index": lay.patch_index, "patch_hw": lay.patch_hw, "token_index": lay.token_index,
              "target_index": np.array([[n + 3, n + 4, n + 5]], np.int32),
              "target_mask": np.ones((1, 3), bool), "valid": np.ones(1, bool)}
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    params = nn.meta.unbox(model.init(jax.random.key(0), batch["fbank"], batch["pixel_values_videos"],
+    params = nn.meta.unbox(model.init(jax.random.key(0), batch["fbank"], batch["fbank_mask"],
+                                      batch["pixel_values_videos"],
                                       stage1.batch_layout(batch), batch["input_ids"],
                                       jnp.moveaxis(batch["position_ids"], -1, 0),
                                       batch["attention_mask"])["params"])

@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     s1 = str(root / "stage1")
     run1(config(settings(assets, s1, steps=2, mesh=(1, 1, 1))))
     base = settings(assets, str(root / "stage2"), steps=3, eval_items=24, teacher_batch=8,
-                    stage1_dir=s1, mesh=(1, 1, 1), **{"lora.dropout": 0.1, "max_targets": 24})
+                    stage1_dir=s1, mesh=(1, 1, 1), **{"lora.dropout": 0.1})
     del base["eval_clips"], base["max_response_tokens"]
     report = run2(config(base, "stage2"))
     return {"assets": assets, "stage1": s1, "stage2": str(root / "stage2"), "report": report}
@@ -132,9 +132,10 @@ def test_evaluate_generate_equals_the_generator(runs, tmp_path):
                            modality="v")[:3]
     tok = run.tokenizer
     for item, pred in zip(items, results["predictions"]):
-        clip = decode_record(item, DecodeOptions(num_frames=run.spec.num_frames, audio=False))
-        v = preprocess_video(clip.frames, clip.fps, resized_hw=run.spec.resized_hw,
-                             min_pixels=run.spec.min_pixels, max_pixels=run.spec.max_pixels)
+        media = run.spec.media
+        clip = decode_record(item, DecodeOptions(num_frames=media.num_frames, audio=False))
+        v = preprocess_video(clip.frames, clip.fps, resized_hw=media.resized_hw,
+                             min_pixels=media.min_pixels, max_pixels=media.max_pixels)
         n = int(np.prod(v["video_grid_thw"])) // 4
         ids = encode_chat(tok, [{"role": "user", "content": record_prompt(item, "artemo")}],
                           video_tokens=n, add_generation_prompt=True)["input_ids"][None]

@@ -197,7 +197,7 @@ def test_summaries_results_file_and_cli(tmp_path, capsys):
     path = str(tmp_path / "ours.json")
     summary = finish(path, "artemo", preds, "Ours", settings={"mode": "generate"}, out=out)
     assert summary["failures"] == 1 and summary["table"]["averages"]["A"] == 50.0
-    assert "unreadable answers (counted as wrong answers): Ours 1 of 4" in out.getvalue()
+    assert "failures (counted as wrong answers): Ours 1 of 4" in out.getvalue()
     s, settings, back = read_results(path)
     assert back == preds and settings == {"mode": "generate"} and s == json.loads(json.dumps(summary))
     copy = str(tmp_path / "again.json")

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation.runner import valence_arousal
@@ -47,12 +46,9 @@ def stage1_token_stats(run: LoadedRun, records: list[Record], k: int = 5,
     """Teacher (video) vs student (audio) next-token distributions along the teacher's greedy
     response, for each clip of `records` (video + audio files)."""
     c, qwen, tok = run.config, run.model.config.qwen, run.tokenizer
-    fn = ExampleFn(decode=DecodeOptions(num_frames=run.spec.num_frames),
+    fn = ExampleFn(media=run.spec.media,
                    format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=run.spec.tokenizer_dir,
-                                               qwen=qwen, prompts=tuple(c.prompts), seed=c.seed),
-                   video_kwargs=dict(resized_hw=run.spec.resized_hw, min_pixels=run.spec.min_pixels,
-                                     max_pixels=run.spec.max_pixels),
-                   fbank_frames=run.spec.audio_max_length)
+                                               qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
     it = make_iterator(records, fn, PipelineConfig(
         batch_size=batch_size, shuffle=False, num_epochs=1, drop_remainder=False,
         buckets={"prompt_ids": tuple(c.data.seq_buckets)}, pad_values={"prompt_ids": qwen.pad_token_id}))
@@ -63,8 +59,8 @@ def stage1_token_stats(run: LoadedRun, records: list[Record], k: int = 5,
     for batch in it:
         responses = stage1.teacher_responses(Qwen2_5_VL(qwen), run.params["backbone"], batch, qwen,
                                              max_new_tokens)
-        full = stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets, max_new_tokens,
-                                       qwen.pad_token_id)
+        full = stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets,
+                                       c.data.target_buckets, qwen.pad_token_id)
         dev = {k_: jnp.asarray(v) for k_, v in full.items() if np.asarray(v).dtype.kind not in "USO"}
         t_logits, _ = teacher_fn(run.params, dev)
         s_logits, _ = student_fn(run.params, dev)

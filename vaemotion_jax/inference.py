@@ -15,6 +15,7 @@ import ml_collections
 from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.emotion import load_emotion_modules
 from vaemotion_jax.checkpoints.peft import load_lora_peft
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.evaluation.runner import InputSpec
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.training import weights
@@ -57,6 +58,8 @@ def load_run(path: str, mesh=None) -> LoadedRun:
     with open(file) as f:
         run = json.load(f)
     c = ml_collections.ConfigDict(run["config"])
+    if "max_frames" not in c.data:  # runs from before data.max_frames sampled num_frames only
+        c.data.fps, c.data.max_frames = None, None
     mesh = mesh or sharding.make_mesh((1, 1, 1))
     stage = c.stage
     with jax.set_mesh(mesh):
@@ -83,7 +86,6 @@ def load_run(path: str, mesh=None) -> LoadedRun:
                 configs.get("emotion_supervisor", {}).get("mlp_hidden", 1))
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype,
                                          emotion))
-    spec = InputSpec(run["tokenizer_dir"], c.data.num_frames, tuple(c.data.resized_hw),
-                     c.data.min_pixels, c.data.max_pixels, c.data.audio_max_length,
+    spec = InputSpec(run["tokenizer_dir"], MediaSpec.from_config(c.data),
                      c.get("joint_layout", "shared_grid"))
     return LoadedRun(model, params, spec, c, stage)

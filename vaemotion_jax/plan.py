@@ -250,11 +250,18 @@ def adapter_params(adapter, ast):
 
 
 def media_shapes(c, qwen, grid, batch: int) -> dict:
-    """{field: (shape, dtype)} of a batch's video rows, vision layout and fbank."""
+    """{field: (shape, dtype)} of a batch's video rows, vision layout and fbank windows."""
     lay = layout_arrays(qwen, grid)
+    k = c.data.audio_windows
     return {"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim), np.float32),
-            **{k: ((batch,) + v.shape, np.int32) for k, v in lay.items()},
-            "fbank": ((batch, c.data.audio_max_length, 128), np.float32)}
+            **{k_: ((batch,) + v.shape, np.int32) for k_, v in lay.items()},
+            "fbank": ((batch, k, c.data.audio_max_length, 128), np.float32),
+            "fbank_mask": ((batch, k), np.bool_)}
+
+
+def target_length(c, tokens: int) -> int:
+    """The target bucket (A) that holds `tokens` loss targets."""
+    return sequence_length(c.data.target_buckets, tokens)
 
 
 def text_tokens(c, options: Options, count, default: int) -> tuple[int, str]:
@@ -302,7 +309,7 @@ def stage1_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
 def stage1_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a Stage 1 batch after `attach_responses` (the fields
     the step reads, and the small ones it carries)."""
-    a, i32 = c.max_response_tokens, np.int32
+    a, i32 = target_length(c, c.max_response_tokens), np.int32
     return {"input_ids": ((batch, seq_len), i32), "position_ids": ((batch, seq_len, 3), i32),
             "attention_mask": ((batch, seq_len), np.bool_), "target_index": ((batch, a), i32),
             "target_ids": ((batch, a), i32), "target_mask": ((batch, a), np.bool_),
@@ -327,6 +334,8 @@ def stage1_program(c, mesh, options: Options) -> Program:
 
 STAGE2_TEXT_TOKENS = 96   # template + an emotion question with its options (no tokenizer count:
                           # the conversations are data; --text_tokens or --seq_len to set)
+STAGE2_ANSWER_TOKENS = 128  # a long generated answer: the LM loss covers whole answers, so the
+                            # plan takes one this long (its target bucket)
 
 
 def stage2_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
@@ -334,19 +343,20 @@ def stage2_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
     if options.seq_len:
         return options.seq_len, "given"
     text, how = text_tokens(c, options, None, STAGE2_TEXT_TOKENS)
-    need = 2 * video_tokens + text + c.max_targets
+    need = 2 * video_tokens + text + STAGE2_ANSWER_TOKENS
     return (sequence_length(c.data.seq_buckets, need),
             f"bucket of 2 x {video_tokens} joint audio+video + {text} text ({how}) + "
-            f"{c.max_targets} answer tokens")
+            f"{STAGE2_ANSWER_TOKENS} answer tokens")
 
 
 def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a collated Stage 2 batch (`conversation_example`)."""
-    a, i32 = c.max_targets, np.int32
+    a, i32 = target_length(c, STAGE2_ANSWER_TOKENS), np.int32
     return {"input_ids": ((batch, seq_len), i32), "input_ids_length": ((batch,), i32),
             "position_ids": ((batch, seq_len, 3), i32), "position_ids_length": ((batch,), i32),
             "target_index": ((batch, a), i32), "target_ids": ((batch, a), i32),
             "target_mask": ((batch, a), np.bool_), "modality": ((batch,), i32),
+            **{f"{k}_length": ((batch,), i32) for k in ("target_index", "target_ids", "target_mask")},
             **media_shapes(c, qwen, grid, batch), "va": ((batch, 3, 2), np.float32),
             "va_mask": ((batch, 3), np.bool_), "valid": ((batch,), np.bool_)}
 

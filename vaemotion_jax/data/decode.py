@@ -54,8 +54,8 @@ class MediaInfo:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Which streams to decode and how to sample frames: at `fps` (default 2, Qwen2.5-VL's rate)
-    or a fixed `num_frames`, not both.
+    """Which streams to decode and how to sample frames: at `fps` (default 2, Qwen2.5-VL's rate,
+    at most `max_frames` if given) or a fixed `num_frames`, not both.
 
     `tolerance` (seconds) is how far a stream may fall short of the window (encoder padding,
     rounding of the last frame) before the example is rejected; the gap is filled by repeating
@@ -63,14 +63,15 @@ class DecodeOptions:
     """
 
     fps: float | None = None
+    max_frames: int | None = None
     num_frames: int | None = None
     video: bool = True
     audio: bool = True
     tolerance: float = 0.1
 
     def __post_init__(self):
-        if self.fps is not None and self.num_frames is not None:
-            raise ValueError("DecodeOptions: give fps or num_frames, not both")
+        if (self.fps is not None or self.max_frames is not None) and self.num_frames is not None:
+            raise ValueError("DecodeOptions: give fps (and max_frames) or num_frames, not both")
         if self.fps is None and self.num_frames is None:
             object.__setattr__(self, "fps", DEFAULT_FPS)
         if not (self.video or self.audio):
@@ -131,13 +132,16 @@ def probe(path: str) -> MediaInfo:
 
 
 def sample_times(start: float, end: float, fps: float | None = None,
-                 num_frames: int | None = None) -> np.ndarray:
+                 num_frames: int | None = None, max_frames: int | None = None) -> np.ndarray:
     """Times (T,) at which to take frames: centres of T equal slices of [start, end].
 
-    With `fps`, T = max(1, floor((end - start) * fps)); with `num_frames`, T = num_frames.
+    With `fps`, T = max(1, floor((end - start) * fps)), at most `max_frames`; with
+    `num_frames`, T = num_frames.
     """
     span = end - start
     count = num_frames if num_frames is not None else max(1, int(math.floor(span * fps + 1e-6)))
+    if num_frames is None and max_frames is not None:
+        count = min(count, max_frames)
     return start + (np.arange(count) + 0.5) * (span / count)
 
 
@@ -242,8 +246,12 @@ def decode_audio(path: str, start: float, end: float, tolerance: float = 0.1) ->
     return window
 
 
-def _window(record, info_by_path: dict[str, MediaInfo], need: list[tuple[str, str]], tolerance: float):
-    """(start, end) of a record: its own or the whole file, checked against stream durations."""
+def _window(record, info_by_path: dict[str, MediaInfo], need: list[tuple[str, str]], tolerance: float,
+            also: list[tuple[str, str]] = ()):
+    """(start, end) of a record: its own or the whole file, checked against stream durations.
+
+    `also`: streams not decoded but present in the record's files; they bound the window too,
+    so decoding only the audio of a video file gives the same window as decoding both."""
     start = record.start or 0.0
     durations = []
     for path, kind in need:
@@ -252,8 +260,10 @@ def _window(record, info_by_path: dict[str, MediaInfo], need: list[tuple[str, st
             raise BadExample(path, "no video stream", "no_video")
         if kind == "audio" and not info.has_audio:
             raise BadExample(path, "no audio stream", "no_audio")
+    for path, kind in list(need) + list(also):
+        info = info_by_path[path]
         d = info.video_duration if kind == "video" else info.audio_duration
-        if d is not None:
+        if d is not None and (info.has_video if kind == "video" else info.has_audio):
             durations.append((d, path, kind))
     end = record.end
     if end is None:
@@ -261,7 +271,7 @@ def _window(record, info_by_path: dict[str, MediaInfo], need: list[tuple[str, st
             raise BadExample(need[0][0], "the file does not say how long it is; give `end`", "unreadable")
         end = min(d for d, _, _ in durations)
     for d, path, kind in durations:
-        if end > d + tolerance:
+        if (path, kind) in need and end > d + tolerance:
             raise BadExample(path, f"clip shorter than the window: {kind} lasts {d:.2f} s, the window "
                              f"is {start:.2f}-{end:.2f} s", "too_short")
     if end <= start:
@@ -269,23 +279,32 @@ def _window(record, info_by_path: dict[str, MediaInfo], need: list[tuple[str, st
     return start, end
 
 
-def _needed(record, options: DecodeOptions) -> list[tuple[str, str]]:
-    need = []
-    if options.video:
-        need.append((record.video_path, "video"))
-    if options.audio:
-        need.append((record.audio_path, "audio"))
-    for path, kind in need:
-        if path is None:
+def _needed(record, options: DecodeOptions) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(streams to decode, the record's other streams) as (path, kind) pairs."""
+    need, also = [], []
+    for kind, path, wanted in (("video", record.video_path, options.video),
+                               ("audio", record.audio_path, options.audio)):
+        if wanted and path is None:
             raise BadExample(record.where, f"no {kind} file in the record", "missing")
-    return need
+        if wanted:
+            need.append((path, kind))
+        elif path is not None:
+            also.append((path, kind))
+    return need, also
 
 
 def clip_window(record, options: DecodeOptions) -> tuple[float, float]:
     """(start, end) seconds the record's clip covers, checked against its files' headers."""
-    need = _needed(record, options)
+    need, also = _needed(record, options)
     infos = {path: probe(path) for path in {p for p, _ in need}}
-    return _window(record, infos, need, options.tolerance)
+    for path, _ in also:  # a file that cannot be read only matters if it is decoded
+        if path not in infos and os.path.exists(path):
+            try:
+                infos[path] = probe(path)
+            except BadExample:
+                pass
+    also = [(p, k) for p, k in also if p in infos]
+    return _window(record, infos, need, options.tolerance, also)
 
 
 def decode_record(record, options: DecodeOptions) -> Clip:
@@ -293,7 +312,7 @@ def decode_record(record, options: DecodeOptions) -> Clip:
     start, end = clip_window(record, options)
     frames = fps = audio = None
     if options.video:
-        times = sample_times(start, end, options.fps, options.num_frames)
+        times = sample_times(start, end, options.fps, options.num_frames, options.max_frames)
         frames = decode_frames(record.video_path, times, options.tolerance)
         fps = len(times) / (end - start)
     if options.audio:

@@ -66,6 +66,9 @@ class Record:
     caption: str | None = None
     meta: dict[str, Any] | None = None
     source: str = field(default="", compare=False)
+    # The pass over the data this record is drawn in (set by the pipeline; 0 outside training):
+    # lets a stage draw per-epoch choices (Stage 1's prompt) reproducibly.
+    epoch: int = field(default=0, compare=False)
 
     @property
     def video_path(self) -> str | None:
@@ -87,7 +90,7 @@ class Record:
         return ord(self.answer) - ord("A")
 
 
-RECORD_FIELDS = tuple(f.name for f in fields(Record) if f.name != "source")
+RECORD_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("source", "epoch"))
 
 
 def _is_number(x) -> bool:

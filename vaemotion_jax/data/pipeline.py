@@ -40,6 +40,7 @@ defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -50,12 +51,14 @@ from typing import Any, Callable, Mapping, Sequence
 import grain
 import numpy as np
 
-from vaemotion_jax.data.decode import BadExample, Clip, DecodeOptions, SAMPLE_RATE, decode_record
+from vaemotion_jax.data.decode import BadExample, Clip, decode_record
 from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest, validate_record
+from vaemotion_jax.data.media import MediaSpec, clip_inputs
 
 log = logging.getLogger("vaemotion_jax.data")
 
 STATE_VERSION = 1
+NOTES = "_notes"  # an example's notes: counted by the iterator, never batched
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Skipped:
     path: str
     reason: str
     kind: str
+    id: str = ""   # the record's id
 
     @property
     def message(self) -> str:
@@ -78,11 +82,12 @@ def label_arrays(record: Record) -> dict[str, np.ndarray]:
     return {"va": va, "va_mask": np.array([p in labels for p in PATHWAYS])}
 
 
-def clip_features(clip: Clip, features: str, video_kwargs: Mapping[str, Any], fbank_frames: int) -> dict:
+def clip_features(clip: Clip, features: str, media: MediaSpec, where: str) -> dict:
     """Model inputs of a decoded clip.
 
-    "qwen": pixel_values_videos (N, 1176) f32, video_grid_thw (3,), second_per_grid_ts, and
-            fbank (fbank_frames, 128) f32, for the streams that were decoded.
+    "qwen": `media.clip_inputs`: pixel_values_videos (N, 1176) f32, video_grid_thw (3,),
+            fbank (K, F, 128) f32 and fbank_mask (K,) for the decoded streams, and
+            second_per_grid_ts (float64, also for audio only), notes (things to count).
     "raw":  frames (T, H, W, 3) uint8, fps, audio (S,) f32 at 16 kHz.
     """
     if features == "raw":
@@ -94,16 +99,7 @@ def clip_features(clip: Clip, features: str, video_kwargs: Mapping[str, Any], fb
         return out
     if features != "qwen":
         raise ValueError(f"features must be 'qwen' or 'raw', got {features!r}")
-    out = {}
-    if clip.frames is not None:
-        from vaemotion_jax.processing.vision import preprocess_video
-
-        out.update(preprocess_video(clip.frames, clip.fps, **video_kwargs))
-    if clip.audio is not None:
-        from vaemotion_jax.processing.fbank import fbank
-
-        out["fbank"] = fbank(clip.audio, SAMPLE_RATE, fbank_frames)
-    return out
+    return clip_inputs(clip, media, where)
 
 
 def _missing(record: Record, name: str) -> bool:
@@ -116,17 +112,19 @@ def _missing(record: Record, name: str) -> bool:
 class ExampleFn:
     """record -> example dict (or `Skipped`): validate, decode, compute features, format.
 
-    `format_fn(record, features) -> dict` is the stage's own step (tokenize the conversation,
-    build position ids, pick labels); it may raise `BadExample` to skip a record. `require`
-    names record fields an example must have ("conversations", "labels", "labels.av", ...).
-    Runs inside worker processes, so everything here must pickle.
+    `media` says how frames are sampled and sized and how the audio is windowed; `video` /
+    `audio` which streams to decode. `format_fn(record, features) -> dict` is the stage's own
+    step (tokenize the conversation, build position ids, pick labels); it may raise
+    `BadExample` to skip a record. `require` names record fields an example must have
+    ("conversations", "labels", "labels.av", ...). Runs inside worker processes, so everything
+    here must pickle. An example's `notes` (from the features) reach the iterator's counts.
     """
 
-    decode: DecodeOptions = DecodeOptions()
+    media: MediaSpec
     format_fn: Callable[[Record, dict], dict] | None = None
     features: str = "qwen"
-    video_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    fbank_frames: int = 1024
+    video: bool = True
+    audio: bool = True
     require: tuple[str, ...] = ()
     # Keep each clip's features after its first use (evaluation: many questions share a clip).
     # Per process; memory grows with the number of distinct clips.
@@ -137,11 +135,8 @@ class ExampleFn:
         key = (record.media, record.video, record.audio, record.start, record.end)
         if self.reuse_clips and key in self._clips:
             return self._clips[key]
-        clip = decode_record(record, self.decode)
-        try:
-            features = clip_features(clip, self.features, self.video_kwargs, self.fbank_frames)
-        except ValueError as e:
-            raise BadExample(record.where, f"preprocessing failed: {e}", "preprocess") from None
+        clip = decode_record(record, self.media.decode_options(self.video, self.audio))
+        features = clip_features(clip, self.features, self.media, record.where)
         if self.reuse_clips:
             self._clips[key] = features
         return features
@@ -150,18 +145,31 @@ class ExampleFn:
         problems = validate_record(record)
         if problems:
             name, msg = problems[0]
-            return Skipped(record.where, f"{name}: {msg}", "bad_record")
+            return Skipped(record.where, f"{name}: {msg}", "bad_record", record.id)
         for name in self.require:
             if _missing(record, name):
-                return Skipped(record.where, f"missing field {name!r}", "missing_field")
+                return Skipped(record.where, f"missing field {name!r}", "missing_field", record.id)
         try:
             features = self._features(record)
-            example = self.format_fn(record, features) if self.format_fn else features
+            notes = features.get("notes", ())
+            features = {k: v for k, v in features.items() if k != "notes"}
+            example = dict(self.format_fn(record, features) if self.format_fn else features)
+            notes = tuple(notes) + tuple(example.pop(NOTES, ()))
         except BadExample as e:
-            return Skipped(e.path, e.reason, e.kind)
+            return Skipped(e.path, e.reason, e.kind, record.id)
         except Exception as e:  # a bug, not bad input: stop, but name the record that hit it
             raise RuntimeError(f"{record.where} (id {record.id!r}): {type(e).__name__}: {e}") from e
-        return {**example, "id": record.id}
+        return {**example, "id": record.id, NOTES: tuple(notes)}
+
+
+NOTE_TEXT = {
+    "audio_windows": "audio longer than one AST window: its windows' features are averaged "
+                     "(data.audio_windows)",
+    "audio_gaps": "audio longer than data.audio_windows AST windows: the windows are spread "
+                  "over the clip with gaps; raise data.audio_windows to cover it",
+    "targets_truncated": "assistant tokens beyond the configured cap are left out of the loss "
+                         "(max_target_tokens)",
+}
 
 
 # ---------------------------------------------------------------- batching
@@ -211,13 +219,19 @@ def _too_long(example: dict, limits: Mapping[str, int]) -> str | None:
     return None
 
 
+def _with_epoch(epoch_length: int, index: int, record: Record) -> Record:
+    """The record tagged with the pass over the data its position `index` falls in (added to
+    the record's own `epoch`, so records made for one given epoch keep it in a single pass)."""
+    return dataclasses.replace(record, epoch=record.epoch + index // epoch_length)
+
+
 def _make_example(example_fn: ExampleFn, limits: Mapping[str, int], record: Record) -> dict | Skipped:
     """`example_fn(record)`, skipping an example too long for the largest bucket of a field."""
     example = example_fn(record)
     if isinstance(example, Skipped):
         return example
     reason = _too_long(example, limits)
-    return example if reason is None else Skipped(record.where, reason, "too_long")
+    return example if reason is None else Skipped(record.where, reason, "too_long", record.id)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -241,6 +255,8 @@ class PipelineConfig:
     worker_buffer_size: int = 4
     read_threads: int = 1
     strict: bool = False
+    keep_skipped: bool = False  # keep every `Skipped` in `BatchIterator.skipped_examples`
+                                # (evaluation and chat name each bad item; training only counts)
 
 
 def shard_records(records: Sequence[Record], index: int, count: int, even: bool) -> list[Record]:
@@ -307,6 +323,8 @@ class BatchIterator(grain.DatasetIterator):
         self.manifest_problems = list(manifest_problems)
         self.position = 0
         self.skipped: Counter = Counter()
+        self.notes: Counter = Counter()
+        self.skipped_examples: list[Skipped] = []
         self.examples = 0
         self._source = None
         self._dataset = self._build_dataset()
@@ -327,6 +345,7 @@ class BatchIterator(grain.DatasetIterator):
         if self.config.shuffle:
             ds = ds.shuffle(seed=self.config.seed)
         ds = ds.repeat(self.config.num_epochs)
+        ds = ds.map_with_index(functools.partial(_with_epoch, len(self.records)))
         if self.config.shard_by == "batch":
             ds = BatchSlice(ds, self.config.shard_index, self.config.shard_count,
                             self.config.batch_size)
@@ -351,10 +370,18 @@ class BatchIterator(grain.DatasetIterator):
             self.position += 1
             if not isinstance(element, Skipped):
                 self.examples += 1
+                element = dict(element)
+                for note in element.pop(NOTES, ()):
+                    if not self.notes[note]:
+                        log.info("%s: %s (counted in the data summary)", element.get("id"),
+                                 NOTE_TEXT.get(note, note))
+                    self.notes[note] += 1
                 return element
             if self.config.strict:
                 raise BadExample(element.path, element.reason, element.kind)
             self.skipped[element.kind] += 1
+            if self.config.keep_skipped:
+                self.skipped_examples.append(element)
             log.warning("skipped %s", element.message)
             bad_in_a_row += 1
             if bad_in_a_row >= self.epoch_length:  # else an endless run would spin forever
@@ -380,6 +407,8 @@ class BatchIterator(grain.DatasetIterator):
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.skipped.items())) or "none"
         text = (f"data shard {self.config.shard_index}/{self.config.shard_count}: {self.examples} examples, "
                 f"epoch {self.epoch}, skipped {sum(self.skipped.values())} ({kinds})")
+        if self.notes:
+            text += ", " + ", ".join(f"{n} {kind}" for kind, n in sorted(self.notes.items()))
         if self.manifest_problems:
             text += f", {len(self.manifest_problems)} manifest lines left out"
         return text
@@ -391,7 +420,7 @@ class BatchIterator(grain.DatasetIterator):
                 "index_in_epoch": self.position % self.epoch_length, "epoch_length": self.epoch_length,
                 "seed": cfg.seed, "shuffle": cfg.shuffle, "shard_index": cfg.shard_index,
                 "shard_count": cfg.shard_count, "shard_by": cfg.shard_by, "examples": self.examples,
-                "skipped": dict(self.skipped)}
+                "skipped": dict(self.skipped), "notes": dict(self.notes)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continues from a state of an iterator over the same records and config."""
@@ -407,6 +436,7 @@ class BatchIterator(grain.DatasetIterator):
         self.position = int(state["position"])
         self.examples = int(state["examples"])
         self.skipped = Counter({k: int(v) for k, v in state["skipped"].items()})
+        self.notes = Counter({k: int(v) for k, v in state.get("notes", {}).items()})
 
     def start_prefetch(self) -> None:
         """Starts reading (and the worker processes) before the first batch is asked for."""

@@ -325,7 +325,7 @@ def sound_description(sound: dict) -> str:
             f"in a {MODE[sound['brightness']]} key, played {LOUDNESS[sound['brightness']]}")
 
 
-def _feel(label) -> str:
+def feel(label) -> str:
     return (f"{emotion_word(label)}: {level_bin(label[0], VALENCE_BINS)} and "
             f"{level_bin(label[1], AROUSAL_BINS)}")
 
@@ -436,12 +436,12 @@ def conversations(spec: ClipSpec, labels: dict, seed: int) -> list[dict]:
              else "The music sets a different mood from the picture")
     turns = {
         "a": [(pick(SOUND_CONTENT), f"I hear {snd}."),
-              ("What emotion does the music convey?", f"The music feels {_feel(labels['a'])}.")],
+              ("What emotion does the music convey?", f"The music feels {feel(labels['a'])}.")],
         "v": [(pick(PICTURE_CONTENT), f"I see {pic}."),
-              ("What emotion does the video convey?", f"The video feels {_feel(labels['v'])}.")],
+              ("What emotion does the video convey?", f"The video feels {feel(labels['v'])}.")],
         "av": [(pick(JOINT_CONTENT), f"I see {pic}, and I hear {snd}."),
                ("How do the picture and the music feel together?",
-                f"{agree}; together the clip feels {_feel(labels['av'])}.")],
+                f"{agree}; together the clip feels {feel(labels['av'])}.")],
     }
     return [{"id": f"{spec.id}-{m}", "media": spec.file, "modality": m, "labels": labels, "split": spec.split,
              "conversations": [{"role": role, "content": text}

@@ -45,7 +45,8 @@ def summarize(benchmark: str, predictions: Iterable[Prediction], model: str,
     if not preds:
         raise ValueError(f"{model}: no predictions to summarize")
     summary = {"benchmark": benchmark, "model": model, "items": len(preds),
-               "failures": sum(p.failed for p in preds), "failure_rule": FAILURE_RULES[benchmark]}
+               "failures": sum(p.failed for p in preds), "failure_rule": FAILURE_RULES[benchmark],
+               "unreadable_media": sum(p.problem is not None for p in preds)}
     if benchmark == "artemo":
         summary["accuracy"] = artemo_accuracy(preds)
         summary["table"] = artemo_row_from_predictions(preds)
@@ -72,8 +73,10 @@ def format_summaries(summaries: Sequence[dict], tasks: Sequence[AirBenchTask] = 
             if s["table"]["missing_tasks"]:
                 text += (f"\n{s['model']}: no scored items for {', '.join(s['table']['missing_tasks'])}; "
                          f"its group means and Average cover the other tasks only")
-    counts = ", ".join(f"{s['model']} {s['failures']} of {s['items']}" for s in summaries)
-    return f"{text}\nunreadable answers ({FAILURE_RULES[benchmark]}): {counts}"
+    counts = ", ".join(f"{s['model']} {s['failures']} of {s['items']}"
+                       + (f" ({s['unreadable_media']} with unreadable media)"
+                          if s.get("unreadable_media") else "") for s in summaries)
+    return f"{text}\nfailures ({FAILURE_RULES[benchmark]}): {counts}"
 
 
 def write_results(path: str, summary: dict, predictions: Iterable[Prediction], settings: dict | None = None) -> None:

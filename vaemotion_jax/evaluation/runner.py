@@ -6,8 +6,9 @@ as the embedded tiny backbone).
 
 Every item gets the same prompt text whatever its modality; the modality only decides which
 tokens fill the placeholders (audio z_a, video z_v, or joint [z_a; z_v], enhanced when the
-model has an Emotion Enhancer). Audio-only files (AIR-Bench, plain wav/flac/mp3) use the
-training video grid for their tokens' positions, since the audio pathway stands in for a video.
+model has an Emotion Enhancer). Audio-only inputs (AIR-Bench, plain wav/flac/mp3, or the audio
+of a clip asked about its sound) get the positions they were trained with: the training video
+grid spread over their own window (data/media.py), as their video would have been.
 """
 from __future__ import annotations
 
@@ -22,17 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vaemotion_jax.data.decode import BadExample, DecodeOptions
+from vaemotion_jax.data.decode import BadExample
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation.prompts import option_letters, record_prompt
-from vaemotion_jax.evaluation.scoring import Prediction, make_prediction
+from vaemotion_jax.evaluation.scoring import Prediction, make_prediction, unanswered_prediction
 from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
 from vaemotion_jax.models.vaemotion import MODALITY_CODES, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
-from vaemotion_jax.processing.vision import VideoPreprocessConfig
 from vaemotion_jax.training.examples import layout_arrays, pathway_positions
 from vaemotion_jax.training.stage2 import placeholder_count
 
@@ -43,19 +44,14 @@ PROMPT_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How media become model inputs (must match training)."""
+    """How media and text become model inputs (the run's own settings, as in training)."""
     tokenizer_dir: str
-    num_frames: int
-    resized_hw: tuple[int, int]
-    min_pixels: int
-    max_pixels: int
-    audio_max_length: int
+    media: MediaSpec
     joint_layout: str = "shared_grid"
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        vp = VideoPreprocessConfig(self.resized_hw, self.min_pixels, self.max_pixels)
-        return vp.grid_thw(self.num_frames, *self.resized_hw)
+        return self.media.grid
 
 
 def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
@@ -72,19 +68,21 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
     if "video_grid_thw" in features and tuple(int(g) for g in features["video_grid_thw"]) != grid:
         raise BadExample(record.where, f"video grid {tuple(features['video_grid_thw'])} differs from "
                          f"the model's {grid}", "preprocess")
-    sec = float(features.get("second_per_grid_ts", 2.0 / 2.0))
+    sec = float(features["second_per_grid_ts"])
     text = (prompt if prompt is not None else record.question if question_only
             else record_prompt(record, benchmark, pad_absent))
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
     ids = encode_chat(cached_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
                       video_tokens=n, add_generation_prompt=True)["input_ids"].astype(np.int32)
-    rows = int(np.prod(grid))
+    rows, media = int(np.prod(grid)), spec.media
     return {"prompt_ids": ids,
             "position_ids": pathway_positions(ids, modality, grid, sec, qwen, spec.joint_layout).T.astype(np.int32),
             "modality": np.int32(MODALITY_CODES[modality]),
             "pixel_values_videos": features.get("pixel_values_videos",
                                                 np.zeros((rows, qwen.vision.patch_dim), np.float32)),
-            "fbank": features.get("fbank", np.zeros((spec.audio_max_length, 128), np.float32)),
+            "fbank": features.get("fbank", np.zeros((media.audio_windows, media.audio_frames, 128),
+                                                    np.float32)),
+            "fbank_mask": features.get("fbank_mask", np.zeros(media.audio_windows, bool)),
             **layout_arrays(qwen, grid)}
 
 
@@ -93,15 +91,11 @@ def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
                question_only: bool = False) -> ExampleFn:
     """Decodes only the streams the items need (audio-only items: no video). `prompt` replaces
     the items' own multiple-choice prompt (free questions, emotion read-outs)."""
-    decode = DecodeOptions(num_frames=spec.num_frames, video=modality != "a")
-    return ExampleFn(decode=decode,
+    return ExampleFn(media=spec.media, video=modality != "a",
                      format_fn=functools.partial(prompt_example, spec=spec, qwen=qwen,
                                                  benchmark=benchmark, pad_absent=pad_absent,
                                                  prompt=prompt, question_only=question_only),
-                     reuse_clips=True,
-                     video_kwargs=dict(resized_hw=tuple(spec.resized_hw), min_pixels=spec.min_pixels,
-                                       max_pixels=spec.max_pixels),
-                     fbank_frames=spec.audio_max_length)
+                     reuse_clips=True)
 
 
 def _layout(batch):
@@ -109,15 +103,16 @@ def _layout(batch):
 
 
 def _pathway(m: VAEmotionLLM, batch):
-    e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"], _layout(batch))
+    e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["fbank_mask"], batch["pixel_values_videos"],
+                                 _layout(batch))
     return m.pathway_tokens(e_a, e_v, batch["modality"])
 
 
 def emotions(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
     """V-A predictions (B, 3, 2) for the (a, v, av) pathways (models with a supervisor)."""
     def run(m):
-        return m.emotions(*m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"],
-                                             _layout(batch)))
+        return m.emotions(*m.enhanced_tokens(batch["fbank"], batch["fbank_mask"],
+                                             batch["pixel_values_videos"], _layout(batch)))
     return model.apply({"params": params}, method=run)
 
 
@@ -146,8 +141,8 @@ def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targ
     (R, S) / `batch["full_positions"]` (R, S, 3) prompt + continuation; targets/mask (R, A) the
     continuation tokens, predicted from positions starts (R,) + arange(A)."""
     def run(m):
-        item = {k: batch[k][rows] for k in ("fbank", "pixel_values_videos", "patch_index",
-                                           "patch_hw", "token_index", "modality")}
+        item = {k: batch[k][rows] for k in ("fbank", "fbank_mask", "pixel_values_videos",
+                                           "patch_index", "patch_hw", "token_index", "modality")}
         s = batch["full_ids"].shape[1]
         h = m.hidden(batch["full_ids"], jnp.moveaxis(batch["full_positions"], -1, 0),
                      jnp.arange(s)[None] < batch["full_length"][:, None], _pathway(m, item))
@@ -234,7 +229,7 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
         it = make_iterator(group, example_fn(spec, qwen, benchmark, modality, pad_absent,
                                              question_only=mode == "cloze"),
                            PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
-                                          drop_remainder=False,
+                                          drop_remainder=False, keep_skipped=True,
                                           buckets=PROMPT_BUCKETS,
                                           pad_values={"prompt_ids": qwen.pad_token_id}))
         for batch in it:
@@ -275,6 +270,10 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                 raise ValueError(f"mode must be 'loglik', 'cloze' or 'generate', got {mode!r}")
             done += len(rows)
             bar.update(len(rows))
+        for bad in it.skipped_examples:  # named and counted by the benchmark's rule, never dropped
+            log.warning("item %s could not be asked (%s): counted as a failure", bad.id, bad.message)
+            preds.append(unanswered_prediction(by_id[bad.id], benchmark, bad.message))
+            bar.update(1)
         log.info("%s", it.summary())
     bar.close()
     log.info("evaluated %d items in %.1f s (%.1f questions/s)", done, time.time() - t0,

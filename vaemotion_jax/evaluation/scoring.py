@@ -106,6 +106,7 @@ class Prediction:
     n_options: int | None = None
     response: str | None = None
     scores: list[float] | None = None
+    problem: str | None = None     # why the item could not be asked (its media unreadable)
 
     @property
     def failed(self) -> bool:
@@ -159,6 +160,15 @@ def make_prediction(record: Record, benchmark: str, response: str | None = None,
     task = record_task(record) if benchmark == "airbench" else None
     return Prediction(id=record.id, category=record.category, modality=record.modality, task=task,
                       answer=record.answer, predicted=predicted, n_options=n, response=response, scores=scores)
+
+
+def unanswered_prediction(record: Record, benchmark: str, problem: str) -> Prediction:
+    """The `Prediction` of an item that could not be asked (e.g. its media file is unreadable):
+    a failure, counted by the benchmark's own rule like an unreadable answer."""
+    task = record_task(record) if benchmark == "airbench" else None
+    return Prediction(id=record.id, category=record.category, modality=record.modality, task=task,
+                      answer=record.answer, predicted=None, n_options=len(record.options),
+                      problem=problem)
 
 
 @dataclass(frozen=True)

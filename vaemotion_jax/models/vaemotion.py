@@ -66,13 +66,19 @@ class VAEmotionLLM(nn.Module):
         """z_v (B, N, D) from the frozen vision tower."""
         return jax.lax.stop_gradient(self.backbone.encode_video(pixel_values, vision_layout))
 
-    def audio_features(self, fbank) -> jnp.ndarray:
-        """Frozen AST features (B, T_a, d_a) of normalised fbank (B, frames, 128)."""
-        return jax.lax.stop_gradient(self.audio_encoder(fbank).last_hidden_state)
+    def audio_features(self, fbank, fbank_mask) -> jnp.ndarray:
+        """Frozen AST features (B, T_a, d_a) of a clip's normalised fbank windows
+        (B, K, frames, 128), averaged over its valid windows (B, K) (data/media.py)."""
+        b, k = fbank.shape[:2]
+        h = self.audio_encoder(fbank.reshape((b * k,) + fbank.shape[2:])).last_hidden_state
+        h = h.reshape((b, k) + h.shape[1:])
+        w = fbank_mask.astype(h.dtype)[:, :, None, None]
+        mean = jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
+        return jax.lax.stop_gradient(mean)
 
-    def audio_tokens(self, fbank) -> jnp.ndarray:
+    def audio_tokens(self, fbank, fbank_mask) -> jnp.ndarray:
         """z_a (B, L_v, D): the adapter maps AST features into the visual token space."""
-        return self.audio_adapter(self.audio_features(fbank))
+        return self.audio_adapter(self.audio_features(fbank, fbank_mask))
 
     def enhance(self, tokens) -> jnp.ndarray:
         """Eq. (2), position-wise; the identity when the enhancer is off."""
@@ -84,10 +90,10 @@ class VAEmotionLLM(nn.Module):
         """Eqs. (3)-(4): (valence, arousal) (B, 2) from the mean of the valid tokens."""
         return self.emotion_supervisor(tokens, mask)
 
-    def enhanced_tokens(self, fbank, pixel_values, vision_layout):
+    def enhanced_tokens(self, fbank, fbank_mask, pixel_values, vision_layout):
         """(Enh(z_a), Enh(z_v)), each (B, N, D). The adapter is frozen from Stage 2 on, so z_a
         is a constant here (no gradient reaches the adapter or the encoders)."""
-        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank))
+        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank, fbank_mask))
         return self.enhance(z_a), self.enhance(self.video_tokens(pixel_values, vision_layout))
 
     def emotions(self, e_a, e_v) -> jnp.ndarray:
@@ -112,12 +118,12 @@ class VAEmotionLLM(nn.Module):
     def logits(self, hidden) -> jnp.ndarray:
         return self.backbone.logits(hidden)
 
-    def __call__(self, fbank, pixel_values, vision_layout, input_ids, position_ids,
+    def __call__(self, fbank, fbank_mask, pixel_values, vision_layout, input_ids, position_ids,
                  attention_mask) -> Any:
         """Every submodule once (used to create params): (teacher, student) logits and, with
         the EmoAdapter, the joint pathway's emotion prediction."""
         zv = self.video_tokens(pixel_values, vision_layout)
-        za = self.audio_tokens(fbank)
+        za = self.audio_tokens(fbank, fbank_mask)
         out = [self.logits(self.hidden(input_ids, position_ids, attention_mask, self.enhance(zv))),
                self.logits(self.hidden(input_ids, position_ids, attention_mask, za))]
         if self.config.emotion is not None and self.config.emotion.supervisor:

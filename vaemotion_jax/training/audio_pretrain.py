@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from vaemotion_jax.data.decode import DecodeOptions
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.pipeline import ExampleFn, Skipped
 
@@ -69,7 +69,7 @@ def pretrain_ast(out_dir: str, world_dir: str, ast_config) -> str:
     r = RECIPE
     labels, factors = _sound_labels(world_dir)
     records, _ = read_manifest(os.path.join(world_dir, "stage1.jsonl"))
-    fn = ExampleFn(decode=DecodeOptions(video=False), fbank_frames=ast_config.max_length)
+    fn = ExampleFn(media=MediaSpec(num_frames=1, audio_frames=ast_config.max_length), video=False)
     feats, ys = [], []
     for rec in records:
         if rec.id not in labels:
@@ -78,7 +78,7 @@ def pretrain_ast(out_dir: str, world_dir: str, ast_config) -> str:
         if isinstance(ex, Skipped):
             log.warning("skipped %s", ex.message)
             continue
-        feats.append(ex["fbank"])
+        feats.append(ex["fbank"][0])  # the world's 3 s clips fit one AST window
         ys.append(labels[rec.id])
     if not feats:
         raise RuntimeError(f"{world_dir}/stage1.jsonl: no training clips with sound labels")

@@ -25,7 +25,7 @@ import optax
 from flax import linen as nn
 
 from vaemotion_jax.checkpoints.qwen2_5_vl import export_qwen2_5_vl
-from vaemotion_jax.data.decode import DecodeOptions
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.pipeline import ExampleFn, Skipped
 from vaemotion_jax.evaluation.prompts import as_instruction
@@ -60,13 +60,12 @@ def caption_example(record, features, *, tokenizer_dir, qwen, prompts, max_targe
 def _load_examples(world_dir: str, tokenizer_dir: str, qwen, prompts, r) -> list[dict]:
     records, _ = read_manifest(os.path.join(world_dir, "captions.jsonl"))
     records = [x for x in records if x.split == "train"]
-    fn = ExampleFn(decode=DecodeOptions(num_frames=r["num_frames"], audio=False),
-                   format_fn=functools.partial(caption_example, tokenizer_dir=tokenizer_dir,
+    fn = ExampleFn(media=MediaSpec(num_frames=r["num_frames"], resized_hw=r["resized_hw"],
+                                   min_pixels=r["min_pixels"], max_pixels=r["max_pixels"]),
+                   audio=False, format_fn=functools.partial(caption_example, tokenizer_dir=tokenizer_dir,
                                                qwen=qwen, prompts=tuple(prompts),
                                                max_targets=r["max_targets"],
-                                               questions=video_questions(world_dir)),
-                   video_kwargs=dict(resized_hw=r["resized_hw"], min_pixels=r["min_pixels"],
-                                     max_pixels=r["max_pixels"]))
+                                               questions=video_questions(world_dir)))
     out, skipped = [], 0
     for i, rec in enumerate(records):
         ex = fn(rec)

@@ -1,11 +1,13 @@
 """Stage 1, VG-Align (paper section 3.2, eq. 1): the audio pathway learns to make the frozen LLM
 respond to a clip's sound as its visual pathway responds to its picture.
 
-Per clip: a prompt drawn (seeded, per clip) from the pool; the teacher's greedy response to
-(video, prompt) is generated once with the KV-cache generator and cached on disk, keyed by
-backbone fingerprint, clip and prompt. Teacher and student then read the same token sequence
-(prompt + teacher response) with the same M-RoPE grid; only the placeholder tokens differ (z_v
-or z_a). The loss is the soft cross-entropy of eq. (1) over the response tokens.
+Per clip and epoch: a prompt drawn (seeded by clip and epoch, so a resumed run draws the same)
+from the pool, as the paper samples one; the teacher's greedy response to (video, prompt) is
+generated once with the KV-cache generator and cached on disk, keyed by backbone fingerprint,
+clip and prompt. Teacher and student then read the same token sequence (prompt + teacher
+response) with the same M-RoPE grid; only the placeholder tokens differ (z_v or z_a). The loss
+is the soft cross-entropy of eq. (1) over every response token (target lengths are bucketed;
+a response that hits the generation cap is counted as truncated).
 """
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ from vaemotion_jax.training.state import TrainState, apply_gradients, merge_para
 log = logging.getLogger("vaemotion_jax.stage1")
 
 
-def prompt_for(clip_id: str, prompts: Sequence[str], seed: int) -> str:
-    """The clip's prompt, drawn from the pool by a hash of (seed, clip id)."""
-    h = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
+def prompt_for(clip_id: str, prompts: Sequence[str], seed: int, epoch: int = 0) -> str:
+    """The clip's prompt in `epoch`, drawn from the pool by a hash of (seed, clip id, epoch)."""
+    h = hashlib.sha256(f"{seed}:{clip_id}:{epoch}".encode()).digest()
     return prompts[int.from_bytes(h[:4], "little") % len(prompts)]
 
 
@@ -47,19 +49,21 @@ def prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_
         raise BadExample(record.where, "stage 1 needs both a video and an audio stream", "missing_stream")
     grid = features["video_grid_thw"]
     n_video = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2
-    prompt = prompt_for(record.id, prompts, seed)
+    prompt = prompt_for(record.id, prompts, seed, record.epoch)
     ids = encode_chat(cached_tokenizer(tokenizer_dir), [{"role": "user", "content": prompt}],
                       video_tokens=n_video, add_generation_prompt=True)["input_ids"]
     return {"prompt_ids": ids.astype(np.int32), "video_grid_thw": np.asarray(grid, np.int32),
-            "second_per_grid_ts": np.float32(features["second_per_grid_ts"]),
+            "second_per_grid_ts": np.float64(features["second_per_grid_ts"]),
+            "epoch": np.int32(record.epoch),
             "pixel_values_videos": features["pixel_values_videos"], "fbank": features["fbank"],
-            **layout_arrays(qwen, grid)}
+            "fbank_mask": features["fbank_mask"], **layout_arrays(qwen, grid)}
 
 
 def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen2_5_VLConfig,
-                     seq_buckets: Sequence[int], max_targets: int, pad_id: int) -> dict:
+                     seq_buckets: Sequence[int], target_buckets: Sequence[int], pad_id: int) -> dict:
     """Completes a prompt batch with response tokens: right-padded input_ids (B, S), positions
-    (B, S, 3), the response as loss targets (B, A) and the key mask (B, S)."""
+    (B, S, 3), every response token as a loss target (B, A) and the key mask (B, S); S and A
+    are the smallest buckets that fit."""
     rows = []
     for b, resp in enumerate(responses):
         n = int(batch["prompt_ids_length"][b])
@@ -69,6 +73,11 @@ def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen
     if s is None:
         raise ValueError(f"a prompt + response of {longest} tokens exceeds the largest sequence "
                          f"bucket {max(seq_buckets)}")
+    longest_response = max(len(r) for r in responses)
+    max_targets = next((x for x in sorted(target_buckets) if x >= longest_response), None)
+    if max_targets is None:
+        raise ValueError(f"a response of {longest_response} tokens exceeds the largest target "
+                         f"bucket {max(target_buckets)}")
     bsz = len(rows)
     ids = np.full((bsz, s), pad_id, np.int32)
     pos = np.zeros((bsz, s, 3), np.int32)
@@ -85,7 +94,7 @@ def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen
         pos[b, :len(row)] = rope_index_one(row, [grid], [float(batch["second_per_grid_ts"][b])],
                                            qwen).T
         n_prompt = int(batch["prompt_ids_length"][b])
-        k = min(len(row) - n_prompt, max_targets)
+        k = len(row) - n_prompt
         t_index[b, :k] = np.arange(n_prompt - 1, n_prompt - 1 + k)
         t_ids[b, :k] = row[n_prompt:n_prompt + k]
         t_mask[b, :k] = True
@@ -108,9 +117,15 @@ def left_padded_prompts(batch: dict, pad_id: int) -> tuple[np.ndarray, np.ndarra
 
 
 def trim_response(tokens: np.ndarray, eos_id: int) -> list[int]:
-    """Generated tokens up to and including the first end token."""
+    """Generated tokens up to and including the first end token (all of them if none: a
+    response cut by the generation cap, see `is_truncated`)."""
     tokens = [int(t) for t in tokens]
     return tokens[:tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def is_truncated(response: Sequence[int], eos_id: int) -> bool:
+    """Whether a (non-empty) response stopped at the generation cap before its end token."""
+    return bool(response) and int(response[-1]) != eos_id
 
 
 def fill_padding_rows(batch: dict) -> dict:
@@ -204,7 +219,7 @@ def student_logits(model, params, batch):
     pos = jnp.moveaxis(batch["position_ids"], -1, 0)
 
     def run(m):
-        z_a = m.audio_tokens(batch["fbank"])
+        z_a = m.audio_tokens(batch["fbank"], batch["fbank_mask"])
         h = m.hidden(batch["input_ids"], pos, batch["attention_mask"], z_a)
         return m.logits(_gather(h, batch["target_index"])), z_a
 

@@ -7,6 +7,7 @@ initialise the adapter -> cache the teacher's responses -> measure the held-out 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -19,13 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax import sharding
-from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import Record, read_manifest
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.inference import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
-from vaemotion_jax.processing.vision import VideoPreprocessConfig
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
@@ -70,21 +70,14 @@ def split_records(c, assets: Assets, manifest_name: str) -> tuple[list[Record], 
 
 def video_grid(c) -> tuple[int, int, int]:
     """The one video grid every example has (fixed frame count and frame size)."""
-    if c.data.num_frames is None or c.data.resized_hw is None:
-        raise ValueError("stage configs need data.num_frames and data.resized_hw: the audio "
-                         "adapter emits a fixed number of tokens, so every clip must have one grid")
-    vp = VideoPreprocessConfig(tuple(c.data.resized_hw), c.data.min_pixels, c.data.max_pixels)
-    return vp.grid_thw(c.data.num_frames, *c.data.resized_hw)
+    return MediaSpec.from_config(c.data).grid
 
 
 def example_fn(c, assets: Assets, qwen) -> ExampleFn:
     return ExampleFn(
-        decode=DecodeOptions(num_frames=c.data.num_frames),
+        media=MediaSpec.from_config(c.data),
         format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=assets.tokenizer_dir,
-                                    qwen=qwen, prompts=tuple(c.prompts), seed=c.seed),
-        video_kwargs=dict(resized_hw=tuple(c.data.resized_hw), min_pixels=c.data.min_pixels,
-                          max_pixels=c.data.max_pixels),
-        fbank_frames=c.data.audio_max_length)
+                                    qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
 
 
 def pipeline(c, qwen, batch_size: int, train: bool) -> PipelineConfig:
@@ -116,33 +109,53 @@ def build(c, assets: Assets, mesh):
     return model, qwen_model, params, adapter_cfg
 
 
-def fill_teacher_cache(cache: stage1.ResponseCache, records: Sequence[Record], c, assets, qwen,
-                       qwen_model, backbone_params) -> None:
-    """Generates (once) the teacher's response to every (clip, prompt) pair of `records`."""
-    missing = [r for r in records
-               if cache.get(r.id, stage1.prompt_for(r.id, c.prompts, c.seed)) is None]
-    if not missing:
-        return
-    log.info("teacher: generating responses for %d clips (cached in %s)", len(missing), cache.path)
-    it = make_iterator(missing, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))
-    done, t0 = 0, time.time()
-    for batch in it:
-        n = int(batch["valid"].sum())
-        responses = stage1.teacher_responses(qwen_model, backbone_params, batch, qwen,
-                                             c.max_response_tokens)
-        cache.add({cache.key(i, stage1.prompt_for(i, c.prompts, c.seed)): r
-                   for i, r, ok in zip(batch["id"], responses, batch["valid"]) if ok})
-        done += n
-        log.info("teacher: %d/%d clips (%.1f clips/s)", done, len(missing), done / (time.time() - t0))
-    log.info("%s", it.summary())
+def epochs_needed(c, num_train: int) -> int:
+    """Passes over the training clips a run of `c.steps` steps draws from (at least one)."""
+    return max(1, -(-c.steps * c.data.batch_size // max(num_train, 1)))
+
+
+def fill_teacher_cache(cache: stage1.ResponseCache, records: Sequence[Record], epochs: int, c,
+                       assets, qwen, qwen_model, backbone_params) -> None:
+    """Generates (once) the teacher's response to every (clip, prompt) pair that `epochs`
+    passes over `records` draw, and logs how many responses reached the generation cap."""
+    seen, missing = set(), []
+    for epoch in range(epochs):
+        for r in records:
+            prompt = stage1.prompt_for(r.id, c.prompts, c.seed, epoch)
+            if (r.id, prompt) not in seen and cache.get(r.id, prompt) is None:
+                seen.add((r.id, prompt))
+                missing.append(dataclasses.replace(r, epoch=epoch))
+    if missing:
+        log.info("teacher: generating %d responses (%d clips x their prompts over %d epochs; "
+                 "cached in %s)", len(missing), len(records), epochs, cache.path)
+        it = make_iterator(missing, example_fn(c, assets, qwen),
+                           pipeline(c, qwen, c.teacher_batch, False))
+        done, t0 = 0, time.time()
+        for batch in it:
+            responses = stage1.teacher_responses(qwen_model, backbone_params, batch, qwen,
+                                                 c.max_response_tokens)
+            cache.add({cache.key(i, stage1.prompt_for(i, c.prompts, c.seed, int(e))): r
+                       for i, e, r, ok in zip(batch["id"], batch["epoch"], responses,
+                                              batch["valid"]) if ok})
+            done += int(batch["valid"].sum())
+            log.info("teacher: %d/%d responses (%.1f/s)", done, len(missing),
+                     done / (time.time() - t0))
+        log.info("%s", it.summary())
+    cut = sum(stage1.is_truncated(r, qwen.eos_token_id) for r in cache.entries.values())
+    if cut:
+        log.warning("teacher: %d of %d cached responses stopped at max_response_tokens=%d before "
+                    "their end token (truncated; raise --config.max_response_tokens)", cut,
+                    len(cache.entries), c.max_response_tokens)
 
 
 def responses_for(batch: dict, cache: stage1.ResponseCache, c) -> list[list[int]]:
+    """The cached teacher responses of a batch's (clip, epoch) prompts."""
     out = []
-    for clip, ok in zip(batch["id"], batch["valid"]):
-        r = cache.get(str(clip), stage1.prompt_for(str(clip), c.prompts, c.seed)) if ok else []
+    for clip, epoch, ok in zip(batch["id"], batch["epoch"], batch["valid"]):
+        prompt = stage1.prompt_for(str(clip), c.prompts, c.seed, int(epoch))
+        r = cache.get(str(clip), prompt) if ok else []
         if r is None:
-            raise KeyError(f"no cached teacher response for clip {clip!r}")
+            raise KeyError(f"no cached teacher response for clip {clip!r} and prompt {prompt!r}")
         out.append(r)
     return out
 
@@ -155,8 +168,8 @@ class HeldOut:
         self.c, self.batches, self.model, self.qwen_model = c, batches, model, qwen_model
         self.mesh, self.vocabulary, self.tok = mesh, vocabulary, tokenizer
         self.step = jax.jit(functools.partial(stage1.eval_step, model=model, tau=c.tau))
-        self.audio = jax.jit(lambda p, fb: model.apply({"params": p}, fb,
-                                                       method=VAEmotionLLM.audio_tokens))
+        self.audio = jax.jit(lambda p, fb, mask: model.apply({"params": p}, fb, mask,
+                                                             method=VAEmotionLLM.audio_tokens))
 
     def distributions(self, params) -> dict[str, float]:
         sums, n = {}, 0.0
@@ -172,7 +185,8 @@ class HeldOut:
         """(teacher texts, student texts) for the held-out clips."""
         teacher, student = [], []
         for batch in self.batches:
-            z_a = sharding.to_host(self.audio(params, jnp.asarray(batch["fbank"])))
+            z_a = sharding.to_host(self.audio(params, jnp.asarray(batch["fbank"]),
+                                              jnp.asarray(batch["fbank_mask"])))
             out = stage1.teacher_responses(self.qwen_model, params["backbone"], batch,
                                            self.qwen_model.config, self.c.max_response_tokens,
                                            visual_tokens=np.asarray(z_a))
@@ -224,9 +238,10 @@ def run(c) -> dict[str, Any]:
         heldout = heldout[:c.eval_clips]
         cache = stage1.ResponseCache(os.path.join(workdir, "teacher_cache"), backbone_fp,
                                      c.max_response_tokens)
-        fill_teacher_cache(cache, list(heldout) + (list(train) if c.teacher_responses == "cache"
-                                                   else []), c, assets, qwen, qwen_model,
-                           params["backbone"])
+        fill_teacher_cache(cache, heldout, 1, c, assets, qwen, qwen_model, params["backbone"])
+        if c.teacher_responses == "cache":
+            fill_teacher_cache(cache, train, epochs_needed(c, len(train)), c, assets, qwen,
+                               qwen_model, params["backbone"])
 
         def complete(batch):
             if c.teacher_responses == "cache":
@@ -235,7 +250,7 @@ def run(c) -> dict[str, Any]:
                 responses = stage1.teacher_responses(qwen_model, params["backbone"], batch, qwen,
                                                      c.max_response_tokens)
             return stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets,
-                                           c.max_response_tokens, qwen.pad_token_id)
+                                           c.data.target_buckets, qwen.pad_token_id)
 
         held = None
         if heldout:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax.data.decode import BadExample
-from vaemotion_jax.data.pipeline import label_arrays
+from vaemotion_jax.data.pipeline import NOTES, label_arrays
 from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
@@ -24,15 +24,20 @@ from vaemotion_jax.training.examples import layout_arrays, pathway_positions
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 
+TARGET_FIELDS = ("target_index", "target_ids", "target_mask")
+
+
 def placeholder_count(modality: str, grid, merge: int) -> int:
     n = int(np.prod(grid)) // merge ** 2
     return 2 * n if modality == "av" else n
 
 
-def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen, max_targets: int,
-                         joint_layout: str) -> dict:
+def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen,
+                         joint_layout: str, max_target_tokens: int = 0) -> dict:
     """Pipeline `format_fn`: tokens, positions and targets of the record's conversation with
-    its pathway's placeholders, the media, the layout, and the V-A labels (fixed shapes but S)."""
+    its pathway's placeholders, the media, the layout, and the V-A labels. Every assistant
+    token is a target (the pipeline pads S and A to buckets); `max_target_tokens` > 0 keeps
+    only the first ones and notes the cut ("targets_truncated")."""
     if "pixel_values_videos" not in features or "fbank" not in features:
         raise BadExample(record.where, "stage 2 needs both a video and an audio stream", "missing_stream")
     if not record.conversations:
@@ -46,17 +51,19 @@ def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen, ma
     targets = np.flatnonzero(enc["assistant_mask"])
     if targets.size == 0:
         raise BadExample(record.where, "the conversation has no assistant turn", "missing_field")
-    targets = targets[:max_targets]
-    pad = max_targets - targets.size
+    notes = ()
+    if max_target_tokens and targets.size > max_target_tokens:
+        targets, notes = targets[:max_target_tokens], ("targets_truncated",)
     return {
         "input_ids": ids,
         "position_ids": pathway_positions(ids, modality, grid, sec, qwen, joint_layout).T.astype(np.int32),
-        "target_index": np.pad(targets - 1, (0, pad)).astype(np.int32),
-        "target_ids": np.pad(ids[targets], (0, pad)).astype(np.int32),
-        "target_mask": np.pad(np.ones(targets.size, bool), (0, pad)),
+        "target_index": (targets - 1).astype(np.int32),
+        "target_ids": ids[targets].astype(np.int32),
+        "target_mask": np.ones(targets.size, bool),
         "modality": np.int32(MODALITY_CODES[modality]),
         "pixel_values_videos": features["pixel_values_videos"], "fbank": features["fbank"],
-        **layout_arrays(qwen, grid), **label_arrays(record),
+        "fbank_mask": features["fbank_mask"],
+        **layout_arrays(qwen, grid), **label_arrays(record), NOTES: notes,
     }
 
 
@@ -74,7 +81,8 @@ def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
     emotion = model.config.emotion
 
     def run(m):
-        e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["pixel_values_videos"], layout)
+        e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["fbank_mask"],
+                                     batch["pixel_values_videos"], layout)
         tokens = m.pathway_tokens(e_a, e_v, batch["modality"])
         h = m.hidden(batch["input_ids"], positions, key_mask(batch), tokens, deterministic)
         logits = m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))

@@ -18,8 +18,8 @@ from flax import linen as nn
 
 from vaemotion_jax.checkpoints.emotion import export_emotion_modules
 from vaemotion_jax.checkpoints.peft import export_lora_peft
-from vaemotion_jax.data.decode import DecodeOptions
 from vaemotion_jax.data.manifest import Record, read_manifest
+from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation import runner as eval_runner
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
@@ -98,7 +98,15 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
         problems += more
         train += [as_instruction(r) for r in items if r.split != "heldout"]
     general_path = c.data.general_manifest or (os.path.join(assets.world_dir, "captions.jsonl")
-                                               if assets.world_dir else "")
+                                               if assets.world_dir and not c.data.train_manifest
+                                               else "")
+    if not general_path and c.data.general_fraction > 0:
+        raise ValueError(
+            "stage 2 mixes general video instructions into the emotion data against forgetting "
+            "(the paper adds 8,325 VideoInstruct-100K samples), but data.general_manifest is not "
+            "set: import them (python -m vaemotion_jax.data.importers videoinstruct ...) and give "
+            "--config.data.general_manifest=FILE, or set --config.data.general_fraction=0 to "
+            "train on the emotion data alone")
     if general_path and c.data.general_fraction > 0:
         general, more = read_manifest(general_path, strict=c.data.strict)
         problems += more
@@ -114,18 +122,14 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
 
 def example_fn(c, assets, qwen) -> ExampleFn:
     return ExampleFn(
-        decode=DecodeOptions(num_frames=c.data.num_frames),
+        media=MediaSpec.from_config(c.data),
         format_fn=functools.partial(stage2.conversation_example, tokenizer_dir=assets.tokenizer_dir,
-                                    qwen=qwen, max_targets=c.max_targets, joint_layout=c.joint_layout),
-        video_kwargs=dict(resized_hw=tuple(c.data.resized_hw), min_pixels=c.data.min_pixels,
-                          max_pixels=c.data.max_pixels),
-        fbank_frames=c.data.audio_max_length)
+                                    qwen=qwen, joint_layout=c.joint_layout,
+                                    max_target_tokens=c.max_target_tokens))
 
 
 def input_spec(c, assets) -> eval_runner.InputSpec:
-    return eval_runner.InputSpec(assets.tokenizer_dir, c.data.num_frames, tuple(c.data.resized_hw),
-                                 c.data.min_pixels, c.data.max_pixels, c.data.audio_max_length,
-                                 c.joint_layout)
+    return eval_runner.InputSpec(assets.tokenizer_dir, MediaSpec.from_config(c.data), c.joint_layout)
 
 
 def emotion_on_clips(c, assets, model, params, records) -> dict[str, float]:
@@ -188,7 +192,8 @@ def run(c) -> dict[str, Any]:
             it = make_iterator(train, example_fn(c, assets, qwen), PipelineConfig(
                 batch_size=c.data.batch_size // jax.process_count(),
                 buckets={"input_ids": tuple(c.data.seq_buckets),
-                         "position_ids": tuple(c.data.seq_buckets)},
+                         "position_ids": tuple(c.data.seq_buckets),
+                         **{k: tuple(c.data.target_buckets) for k in stage2.TARGET_FIELDS}},
                 pad_values={"input_ids": qwen.pad_token_id}, seed=c.seed,
                 shard_index=jax.process_index(), shard_count=jax.process_count(),
                 shard_by="batch", worker_count=c.data.num_workers, strict=c.data.strict))
