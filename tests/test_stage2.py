@@ -163,6 +163,50 @@ def test_chat_answers_audio_file_and_video(runs, tmp_path):
     assert both[0].modality == "av" and isinstance(both[0].response, str)
 
 
+def test_chat_names_each_bad_file_and_answers_the_good_ones(runs, tmp_path, capsys):
+    """A text file named .wav, an mp4 cut short and a missing file: one line each naming the
+    file and the reason, no traceback; the good clip is answered; the exit status is non-zero
+    only when nothing could be answered."""
+    from media_files import make_mp4, truncate
+    from vaemotion_jax.chat import main as chat
+    world = json.load(open(os.path.join(runs["stage2"], "run.json")))["world_dir"]
+    good = os.path.join(world, "clips", sorted(os.listdir(os.path.join(world, "clips")))[0])
+    broken = tmp_path / "broken.wav"
+    broken.write_text("this is not audio\n")
+    cut = truncate(make_mp4(str(tmp_path / "full.mp4"), faststart=True), str(tmp_path / "cut.mp4"), 0.5)
+    missing = str(tmp_path / "nowhere.mp4")
+    args = ["--checkpoint", runs["stage2"], "--modality", "a", "--max-new-tokens", "3", "--media"]
+    assert chat(args + [str(broken), good, cut, missing]) == 0
+    out, err = capsys.readouterr()
+    assert f"{good} [a]:" in out and "Traceback" not in out + err
+    lines = [l for l in err.splitlines() if "cannot use this file" in l]
+    assert len(lines) == 3
+    for path, reason in ((str(broken), "unreadable"), (cut, "truncated"), (missing, "not found")):
+        assert any(l.startswith(f"{path}: cannot use this file:") and reason in l for l in lines), (path, lines)
+    assert chat(args + [str(broken), missing]) == 1
+    assert chat(["--checkpoint", str(tmp_path / "no_run"), "--media", good]) == 2
+
+
+def test_evaluate_counts_an_item_with_unreadable_media_as_a_failure(runs, tmp_path):
+    from vaemotion_jax.data.manifest import Record, write_manifest
+    from vaemotion_jax.evaluate import main as evaluate
+    world = json.load(open(os.path.join(runs["stage2"], "run.json")))["world_dir"]
+    good = os.path.join(world, "clips", sorted(os.listdir(os.path.join(world, "clips")))[0])
+    item = dict(question="What do you hear?", options=["a", "b", "c", "d"], answer="B",
+                category="OC", modality="a")
+    manifest = str(tmp_path / "items.jsonl")
+    write_manifest([Record(id="ok", media=good, **item),
+                    Record(id="gone", media=str(tmp_path / "gone.wav"), **item)], manifest)
+    out = str(tmp_path / "eval.json")
+    assert evaluate(["--checkpoint", runs["stage2"], "--benchmark", "artemo", "--manifest", manifest,
+                     "--out", out, "--max-new-tokens", "2"]) == 0
+    result = json.load(open(out))
+    by_id = {p["id"]: p for p in result["predictions"]}
+    assert set(by_id) == {"ok", "gone"} and by_id["gone"]["predicted"] is None
+    assert "file not found" in by_id["gone"]["problem"]
+    assert result["summary"]["items"] == 2 and result["summary"]["unreadable_media"] == 1
+
+
 def test_logits_notebook_runs_top_to_bottom(runs, tmp_path):
     """notebooks/logits_analysis.ipynb on the runs above (it cannot rot unnoticed)."""
     import nbformat

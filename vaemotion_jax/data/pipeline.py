@@ -384,7 +384,8 @@ class BatchIterator(grain.DatasetIterator):
                 self.skipped_examples.append(element)
             log.warning("skipped %s", element.message)
             bad_in_a_row += 1
-            if bad_in_a_row >= self.epoch_length:  # else an endless run would spin forever
+            if bad_in_a_row >= self.epoch_length and self.config.num_epochs is None:
+                # an endless run would spin forever; a finite one just ends
                 raise RuntimeError(f"no usable example in a whole epoch of {self.epoch_length} records; "
                                    f"{self.summary()} (see the warnings above)")
         return None
