@@ -2,11 +2,14 @@
 
 1. step time with cached teacher responses against on-the-fly generation (the teacher decodes
    its response for every batch): seconds per step and the ratio;
-2. logit alignment (eq. 1) against the paper's feature-alignment ablation (L2 between z_a and
-   z_v), trained the same number of steps: held-out KL / top-1 / attribute agreement, and
-   A-only accuracy on the synthetic benchmark's held-out items (cloze scoring).
+2. the paper's Table 1 dagger: logit alignment (eq. 1) against feature alignment (L2 between
+   z_a and z_v), trained the same number of steps, over several seeds, judged by measures
+   neither loss optimises: A-only accuracy on the synthetic benchmark's held-out items in the
+   paper's protocol (generate mode, AIR-Bench's letter rule) and how often the audio-only
+   response names the attributes the video response names; KL / top-1 for reference. Mean and
+   spread (sample std over seeds) per measure.
 
-    python benchmarks/bench_stage1.py [--steps 300] [--timing-steps 20] [--out runs/bench_stage1]
+    python benchmarks/bench_stage1.py [--steps 400] [--seeds 0,1,2] [--out runs/bench_stage1]
 """
 from __future__ import annotations
 
@@ -44,50 +47,64 @@ def benchmark_accuracy(stage1_dir: str) -> dict:
     world = json.load(open(os.path.join(stage1_dir, "run.json")))["world_dir"]
     items = load_benchmark(os.path.join(world, "benchmark.jsonl"), "artemo", split="heldout",
                            modality="a")
-    preds = run_items(run.model, run.params, items, run.spec, "artemo", mode="cloze")
+    preds = run_items(run.model, run.params, items, run.spec, "artemo", mode="generate",
+                      max_new_tokens=run.config.eval_max_new_tokens)
     return artemo_row_from_predictions(preds)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--timing-steps", type=int, default=20)
     p.add_argument("--out", default="runs/bench_stage1")
     args = p.parse_args()
+    import numpy as np
     from vaemotion_jax.training import runner
     from vaemotion_jax.training.stage1_run import run
     runner.setup_logging()
     out = os.path.abspath(args.out)
+    seeds = [int(x) for x in args.seeds.split(",")]
 
     cached = time_steps(os.path.join(out, "time_cache"), "cache", args.timing_steps)
     fly = time_steps(os.path.join(out, "time_fly"), "on_the_fly", args.timing_steps)
 
-    reports = {}
-    for align in ("logits", "features"):
-        w = os.path.join(out, f"align_{align}")
-        t0 = time.time()
-        summary = run(stage1_config(w, steps=args.steps, align=align))
-        reports[align] = {"heldout": summary["end"], "benchmark_a": benchmark_accuracy(w),
-                          "seconds": time.time() - t0}
+    reports: dict = {"logits": [], "features": []}
+    for align in reports:
+        for seed in seeds:
+            w = os.path.join(out, f"align_{align}-seed{seed}")
+            t0 = time.time()
+            summary = run(stage1_config(w, steps=args.steps, align=align, seed=seed))
+            reports[align].append({"seed": seed, "heldout": summary["end"],
+                                   "benchmark_a": benchmark_accuracy(w), "seconds": time.time() - t0})
 
+    def stat(align, get):
+        xs = [get(r) for r in reports[align]]
+        xs = [x for x in xs if x is not None]
+        return (float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0) if xs else None
+
+    measures = {
+        "A-only accuracy (generate), %": lambda r: r["benchmark_a"]["averages"]["A"],
+        "attributes named like the video": lambda r: r["heldout"]["attribute_agreement"],
+        "KL(teacher || student)": lambda r: r["heldout"]["kl"],
+        "top-1 agreement": lambda r: r["heldout"]["top1"],
+    }
     print("\nStage 1 step time (same machine, same process)")
     print(f"  cached teacher responses   {cached:8.3f} s/step")
     print(f"  on-the-fly generation      {fly:8.3f} s/step   ({fly / cached:.2f}x the cached step)")
-    print("\nLogit alignment (eq. 1) vs feature alignment (L2 on z_a, z_v), "
-          f"{args.steps} steps each, held-out clips")
-    print(f"  {'':34}{'logits':>10}{'features':>10}")
-    for key, name in (("kl", "KL(teacher || student)"), ("top1", "top-1 agreement"),
-                      ("attribute_agreement", "attributes named like the video")):
-        print(f"  {name:<34}{reports['logits']['heldout'][key]:10.4f}"
-              f"{reports['features']['heldout'][key]:10.4f}")
-    for k in ("OC", "OE", "SC", "SE"):
-        row = lambda a: reports[a]["benchmark_a"]["categories"]["a"].get(k)
-        print(f"  A-only {k:<27}{_pct(row('logits')):>10}{_pct(row('features')):>10}")
-    print(f"  {'A-only average':<34}{_pct(reports['logits']['benchmark_a']['averages']['A']):>10}"
-          f"{_pct(reports['features']['benchmark_a']['averages']['A']):>10}")
+    print(f"\nTable 1 dagger on the synthetic world: logit vs feature alignment, {args.steps} steps, "
+          f"seeds {seeds}, held-out clips; mean +- spread")
+    print(f"  {'':34}{'logits':>18}{'features':>18}{'difference':>14}")
+    table = {}
+    for name, get in measures.items():
+        lo, fe = stat("logits", get), stat("features", get)
+        cell = lambda s_: "-" if s_ is None else f"{s_[0]:.4g} +- {s_[1]:.2g}"
+        diff = "-" if lo is None or fe is None else f"{lo[0] - fe[0]:+.4g}"
+        table[name] = {"logits": lo, "features": fe}
+        print(f"  {name:<34}{cell(lo):>18}{cell(fe):>18}{diff:>14}")
     with open(os.path.join(out, "bench_stage1.json"), "w") as f:
-        json.dump({"seconds_per_step": {"cache": cached, "on_the_fly": fly}, "align": reports}, f,
-                  indent=2, default=str)
+        json.dump({"seconds_per_step": {"cache": cached, "on_the_fly": fly}, "align": reports,
+                   "table": table, "seeds": seeds, "steps": args.steps}, f, indent=2, default=str)
 
 
 def _pct(x) -> str:

@@ -26,7 +26,10 @@ PRESETS = {
         min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
         mesh=(1, -1, 1), remat="none",
         # stage 2: a tiny model trained for minutes needs a larger rate than the paper's 1e-5
-        stage2_lr=3e-3, enhancer_hidden=256, supervisor_hidden=64),
+        stage2_lr=3e-3, enhancer_hidden=256, supervisor_hidden=64,
+        # how the backbone answers multiple choice (evaluation/prompts.py `choice_answer`): the
+        # tiny stand-in names the option, then its letter; generation needs room for that
+        mc_answer_style="named", answer_tokens=32),
     # The paper's setting: 512x512 video (-> 504x504, 324 tokens per 2 frames), 16 kHz audio.
     # Frames: Qwen2.5-VL's native 2 fps, capped at 8 frames (4 temporal groups -> 1296 tokens
     # per clip, 2592 for the joint input): a 10 s VGGSound clip gets 8 frames at 0.8 fps, a 30 s
@@ -39,7 +42,8 @@ PRESETS = {
         adapter_channel_hidden=3584,
         min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, dtype="bfloat16",
         param_dtype="bfloat16", mesh=(1, -1, 1), remat="full",
-        stage2_lr=1e-5, enhancer_hidden=1024, supervisor_hidden=256),
+        stage2_lr=1e-5, enhancer_hidden=1024, supervisor_hidden=256,
+        mc_answer_style="letter", answer_tokens=8),
 }
 
 
@@ -65,6 +69,10 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     c.data.num_workers = 0          # grain worker processes (0: decode in the main process)
     c.data.strict = False           # fail at the first bad example instead of skipping it
+    # How the backbone answers multiple choice ("letter" | "named", evaluation/prompts.py):
+    # instruction data is written in it, and generation is given room for it.
+    c.data.mc_answer_style = ml_collections.FieldReference(None, field_type=str)
+    c.eval_max_new_tokens = ml_collections.FieldReference(None, field_type=int)
     # Frames: fps with a max_frames cap, or a fixed num_frames (exactly one; data/media.py).
     c.data.fps = ml_collections.FieldReference(None, field_type=float)
     c.data.max_frames = ml_collections.FieldReference(None, field_type=int)
@@ -141,9 +149,12 @@ def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if all(c.data[f] is None for f in sampling):  # the preset's frames, unless the user set any
             for f in sampling:
                 c.data[f] = p[f]
-        for field in ("resized_hw", "min_pixels", "max_pixels", "audio_max_length", "audio_windows"):
+        for field in ("resized_hw", "min_pixels", "max_pixels", "audio_max_length", "audio_windows",
+                      "mc_answer_style"):
             if c.data[field] is None:
                 c.data[field] = p[field]
+        if c.eval_max_new_tokens is None:
+            c.eval_max_new_tokens = p["answer_tokens"]
         from vaemotion_jax.data.media import MediaSpec
         MediaSpec.from_config(c.data)  # refuses a config that sets both fps and num_frames
         if c.adapter.seq_hidden is None:

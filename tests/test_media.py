@@ -127,7 +127,7 @@ def _positions(example, key="position_ids"):
 
 
 def test_a_clip_gets_the_same_positions_in_training_evaluation_and_chat(clip_and_wav):
-    from vaemotion_jax.chat import chat_batches
+    from vaemotion_jax.evaluation.replies import question_batches as chat_batches
     from vaemotion_jax.evaluation import runner as eval_runner
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir

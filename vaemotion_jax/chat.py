@@ -9,23 +9,13 @@ when none could be. `respond()` does the same for a batch in Python.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-import jax
-import numpy as np
-
-from vaemotion_jax.data.manifest import Record
-from vaemotion_jax.data.pipeline import BatchIterator, PipelineConfig, make_iterator
-from vaemotion_jax.evaluation import runner as eval_runner
-from vaemotion_jax.generate import greedy_generate
+from vaemotion_jax.evaluation.replies import PATHWAY_INDEX, ask
 from vaemotion_jax.inference import LoadedRun, load_run
-from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
-
-PATHWAY_INDEX = {"a": 0, "v": 1, "av": 2}
 
 
 @dataclass
@@ -37,46 +27,13 @@ class Reply:
     problem: str | None = None                    # why the file could not be used
 
 
-def chat_batches(spec: eval_runner.InputSpec, qwen, media: Sequence[str], modality: str,
-                 prompt: str, batch_size: int = 8) -> BatchIterator:
-    """The model inputs of `prompt` about each media file (the evaluation's own host code, so a
-    clip gets the positions it was trained with); bad files are kept as `skipped_examples`."""
-    if modality not in PATHWAY_INDEX:
-        raise ValueError(f"modality must be a, v or av, got {modality!r}")
-    records = [Record(id=str(i), media=path, modality=modality) for i, path in enumerate(media)]
-    return make_iterator(records, eval_runner.example_fn(spec, qwen, "artemo", modality,
-                                                         prompt=prompt), PipelineConfig(
-        batch_size=batch_size, shuffle=False, num_epochs=1, drop_remainder=False,
-        keep_skipped=True, buckets=eval_runner.PROMPT_BUCKETS,
-        pad_values={"prompt_ids": qwen.pad_token_id}))
-
-
 def respond(run: LoadedRun, media: Sequence[str], modality: str, prompt: str,
             max_new_tokens: int = 64, batch_size: int = 8) -> list[Reply]:
     """One reply per media file (in order), all with the same prompt and pathway (a | v | av);
     a file that cannot be used gets a Reply with `problem` set and no response."""
-    qwen = run.model.config.qwen
-    it = chat_batches(run.spec, qwen, media, modality, prompt, batch_size)
-    tok = run.tokenizer
-    emotion = run.model.config.emotion
-    has_va = emotion is not None and emotion.supervisor
-    tokens_fn = jax.jit(functools.partial(eval_runner.pathway_tokens, run.model))
-    va_fn = jax.jit(functools.partial(eval_runner.emotions, run.model)) if has_va else None
-    replies: dict[int, Reply] = {}
-    for batch in it:
-        dev = eval_runner.device_batch(batch)
-        ids, mask, pos = eval_runner.left_pad_prompts(batch, qwen.pad_token_id)
-        out = greedy_generate(Qwen2_5_VL(qwen), run.params["backbone"], ids, mask,
-                              visual_tokens=np.asarray(tokens_fn(run.params, dev)),
-                              position_ids=pos, max_new_tokens=max_new_tokens)
-        va = np.asarray(va_fn(run.params, dev)) if has_va else None
-        for b in np.flatnonzero(batch["valid"]):
-            i = int(batch["id"][b])
-            pair = None if va is None else tuple(float(x) for x in va[b, PATHWAY_INDEX[modality]])
-            replies[i] = Reply(media[i], modality, tok.decode(out[b], skip_special_tokens=True), pair)
-    for bad in it.skipped_examples:
-        replies[int(bad.id)] = Reply(media[int(bad.id)], modality, None, None, bad.reason)
-    return [replies[i] for i in range(len(media))]
+    return [Reply(media[i], modality, r.response, r.valence_arousal, r.problem)
+            for i, r in enumerate(ask(run.model, run.params, run.spec, media, modality, prompt,
+                                      max_new_tokens, batch_size))]
 
 
 def main(argv=None) -> int:

@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-WORLD_VERSION = 5  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects;
-                   # 5: mc_train.jsonl
+WORLD_VERSION = 6  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects;
+                   # 5: mc_train.jsonl; 6: single-turn Stage 2 chats with question pools
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = ("red", "blue", "green", "yellow")
@@ -427,26 +427,59 @@ PICTURE_CONTENT = ("What do you see?", "Describe the video.", "What is shown in 
 JOINT_CONTENT = ("Describe the picture and the sound.", "What do you see and hear?")
 
 
-def conversations(spec: ClipSpec, labels: dict, seed: int) -> list[dict]:
-    """Stage 2 records of one clip: one per modality, each a content and an emotion question."""
-    rng = np.random.default_rng([seed, WORLD_VERSION, spec.index, 2])
-    pick = lambda xs: xs[rng.integers(len(xs))]
-    snd, pic = sound_description(spec.sound), caption(spec.picture)
+# Open emotion questions per pathway; the first is the one the metrics ask. "What emotion does
+# this scene convey?" is kept out of every training text: it is the held-out paraphrase.
+EMOTION_QUESTIONS = {
+    "a": ("What emotion does the music convey?", "How does the music make you feel?",
+          "What mood does the soundtrack have?"),
+    "v": ("What emotion does the video convey?", "What mood does the picture have?",
+          "How does the video make you feel?"),
+    "av": ("How do the picture and the music feel together?",
+           "What emotion does the clip convey, picture and music together?",
+           "What mood does the whole clip have?"),
+}
+HELDOUT_EMOTION_QUESTION = "What emotion does this scene convey?"
+
+
+def content_answer(pathway: str, picture: dict, sound: dict) -> str:
+    """The conversations' answer to a content question about a pathway."""
+    if pathway == "a":
+        return f"I hear {sound_description(sound)}."
+    if pathway == "v":
+        return f"I see {caption(picture)}."
+    return f"I see {caption(picture)}, and I hear {sound_description(sound)}."
+
+
+def emotion_answer(pathway: str, labels: dict) -> str:
+    """The conversations' answer to an emotion question about a pathway (a | v | av)."""
+    if pathway == "a":
+        return f"The music feels {feel(labels['a'])}."
+    if pathway == "v":
+        return f"The video feels {feel(labels['v'])}."
     agree = ("The music matches the picture" if labels["a"][0] * labels["v"][0] >= 0
              else "The music sets a different mood from the picture")
-    turns = {
-        "a": [(pick(SOUND_CONTENT), f"I hear {snd}."),
-              ("What emotion does the music convey?", f"The music feels {feel(labels['a'])}.")],
-        "v": [(pick(PICTURE_CONTENT), f"I see {pic}."),
-              ("What emotion does the video convey?", f"The video feels {feel(labels['v'])}.")],
-        "av": [(pick(JOINT_CONTENT), f"I see {pic}, and I hear {snd}."),
-               ("How do the picture and the music feel together?",
-                f"{agree}; together the clip feels {feel(labels['av'])}.")],
-    }
-    return [{"id": f"{spec.id}-{m}", "media": spec.file, "modality": m, "labels": labels, "split": spec.split,
-             "conversations": [{"role": role, "content": text}
-                               for q, a in qa for role, text in (("user", q), ("assistant", a))]}
-            for m, qa in turns.items()]
+    return f"{agree}; together the clip feels {feel(labels['av'])}."
+
+
+CONTENT_QUESTIONS = {"a": SOUND_CONTENT, "v": PICTURE_CONTENT, "av": JOINT_CONTENT}
+
+
+def conversations(spec: ClipSpec, labels: dict, seed: int) -> list[dict]:
+    """Stage 2 records of one clip: for each pathway (a, v, av) a content question and an
+    emotion question, each a single-turn chat (the form a user asks in), wordings drawn from
+    the pools."""
+    rng = np.random.default_rng([seed, WORLD_VERSION, spec.index, 2])
+    pick = lambda xs: xs[rng.integers(len(xs))]
+    out = []
+    for m in ("a", "v", "av"):
+        for kind, question, answer in (
+                ("content", pick(CONTENT_QUESTIONS[m]), content_answer(m, spec.picture, spec.sound)),
+                ("emotion", pick(EMOTION_QUESTIONS[m]), emotion_answer(m, labels))):
+            out.append({"id": f"{spec.id}-{m}-{kind}", "media": spec.file, "modality": m,
+                        "labels": labels, "split": spec.split,
+                        "conversations": [{"role": "user", "content": question},
+                                          {"role": "assistant", "content": answer}]})
+    return out
 
 
 def manifests(specs: list[ClipSpec], cfg: WorldConfig) -> dict[str, list[dict]]:
@@ -490,7 +523,8 @@ def world_description(cfg: WorldConfig) -> dict:
                   "valence_bins": VALENCE_BINS, "arousal_bins": AROUSAL_BINS,
                   "bin_edges": [-1.0, -0.5, 0.0, 0.5, 1.0]},
         "files": {"stage1": "matched clips only (picture and sound from the same factors), no labels",
-                  "stage2": "three records per clip (modality a, v, av), content + emotion turns",
+                  "stage2": "six single-turn chats per clip: a content and an emotion question for "
+                            "each pathway (a, v, av)",
                   "captions": "one per clip: the picture's caption",
                   "benchmark": "12 items per held-out clip: a/v OC OE SC SE, av Sp-A Sp-AV Sp-V OE",
                   "mc_train": "the same 12 kinds of items for each training clip (instruction data)"},

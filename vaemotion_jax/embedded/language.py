@@ -20,21 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from vaemotion_jax.data import synth
-from vaemotion_jax.evaluation.prompts import artemo_prompt
+from vaemotion_jax.evaluation.prompts import artemo_prompt, choice_answer
 
 CONTEXT = "Here is a description of a clip: "
-
-# Open emotion questions: the world's own wordings plus paraphrases, per subject.
-EMOTION_QUESTIONS = {
-    "a": ("What emotion does the music convey?", "How does the music make you feel?",
-          "What mood does the soundtrack have?", "How does the music feel?"),
-    "v": ("What emotion does the video convey?", "What mood does the picture have?",
-          "How does the video make you feel?", "What feeling does the video give?"),
-    "av": ("How do the picture and the music feel together?",
-           "What emotion does the clip convey, picture and music together?",
-           "What mood does the whole clip have?", "How does the whole clip feel?"),
-}
-
 
 def random_label(rng: np.random.Generator) -> tuple[float, float]:
     """(valence, arousal) uniform in [-1, 1]^2, rounded as the world's labels are."""
@@ -46,66 +34,76 @@ def random_factors(rng: np.random.Generator) -> dict:
     return {name: str(values[rng.integers(len(values))]) for name, values in synth.FACTORS.items()}
 
 
-def emotion_sentence(pathway: str, label, agree: bool | None = None) -> str:
-    """The conversations' emotion answer for a pathway (a | v | av)."""
-    if pathway == "a":
-        return f"The music feels {synth.feel(label)}."
-    if pathway == "v":
-        return f"The video feels {synth.feel(label)}."
-    lead = ("The music matches the picture" if agree else
-            "The music sets a different mood from the picture")
-    return f"{lead}; together the clip feels {synth.feel(label)}."
-
-
 def _pick(rng, xs):
     return xs[rng.integers(len(xs))]
 
 
 def describe_chat(rng) -> list[dict]:
     """A description in the prompt; a content question answered in the conversations' style."""
-    pic, snd = random_factors(rng), random_factors(rng)
-    kind = _pick(rng, ("a", "v", "av"))
-    seen, heard = f"I see {synth.caption(pic)}.", f"I hear {synth.sound_description(snd)}."
-    if kind == "a":
-        context, question, answer = heard, _pick(rng, synth.SOUND_CONTENT), heard
-    elif kind == "v":
-        context, question, answer = seen, _pick(rng, synth.PICTURE_CONTENT), seen
-    else:
-        both = f"I see {synth.caption(pic)}, and I hear {synth.sound_description(snd)}."
-        context, question, answer = both, _pick(rng, synth.JOINT_CONTENT), both
-    return [{"role": "user", "content": f"{CONTEXT}{context}\n{question}"},
+    pathway = _pick(rng, ("a", "v", "av"))
+    answer = synth.content_answer(pathway, random_factors(rng), random_factors(rng))
+    question = _pick(rng, synth.CONTENT_QUESTIONS[pathway])
+    return [{"role": "user", "content": f"{CONTEXT}{answer}\n{question}"},
             {"role": "assistant", "content": answer}]
 
 
 def emotion_chat(rng) -> list[dict]:
     """An emotion statement in the prompt; an emotion question (any wording) about it."""
     pathway = _pick(rng, ("a", "v", "av"))
-    label = random_label(rng)
-    sentence = emotion_sentence(pathway, label, bool(rng.integers(2)))
-    return [{"role": "user", "content": f"{CONTEXT}{sentence}\n{_pick(rng, EMOTION_QUESTIONS[pathway])}"},
+    sentence = synth.emotion_answer(pathway, {p: random_label(rng) for p in ("a", "v", "av")})
+    question = _pick(rng, synth.EMOTION_QUESTIONS[pathway])
+    return [{"role": "user", "content": f"{CONTEXT}{sentence}\n{question}"},
             {"role": "assistant", "content": sentence}]
 
 
-def choice_chat(rng) -> list[dict]:
-    """A benchmark-format multiple-choice item about a described clip, answered with the letter.
-    The description holds the answer; the kinds are the benchmark's twelve."""
+def _random_item(rng) -> tuple[dict, dict, dict, dict]:
+    """(item, picture, sound, labels): one of the benchmark's twelve kinds about random factors."""
     pic, snd = random_factors(rng), random_factors(rng)
     labels = {"a": random_label(rng), "v": random_label(rng), "av": random_label(rng)}
     spec = synth.ClipSpec(index=int(rng.integers(1 << 30)), picture=pic, sound=snd, radius=0.0,
                           position=(0.0, 0.0), angle=0.0, grey=0, tint=(0, 0, 0), tonic_shift=0,
                           melody_seed=0, split="text")
     item = _pick(rng, synth.benchmark_items(spec, labels, int(rng.integers(1 << 30))))
-    facts = {"a": [f"I hear {synth.sound_description(snd)}.", emotion_sentence("a", labels["a"])],
-             "v": [f"I see {synth.caption(pic)}.", emotion_sentence("v", labels["v"])],
-             "av": [f"I see {synth.caption(pic)}, and I hear {synth.sound_description(snd)}.",
-                    emotion_sentence("av", labels["av"], labels["a"][0] * labels["v"][0] >= 0)]}
-    context = " ".join(facts[item["modality"]])
+    return item, pic, snd, labels
+
+
+def choice_chat(rng) -> list[dict]:
+    """A benchmark-format multiple-choice item about a described clip, answered in the named
+    style. The description holds the answer; the kinds are the benchmark's twelve."""
+    item, pic, snd, labels = _random_item(rng)
+    m = item["modality"]
+    context = f"{synth.content_answer(m, pic, snd)} {synth.emotion_answer(m, labels)}"
     prompt = artemo_prompt(item["question"], item["options"])
     return [{"role": "user", "content": f"{CONTEXT}{context}\n{prompt}"},
-            {"role": "assistant", "content": item["answer"]}]
+            {"role": "assistant", "content": choice_answer(item["options"], item["answer"], "named")}]
 
 
-KINDS = {"describe": describe_chat, "emotion": emotion_chat, "choice": choice_chat}
+def matching_choice_chat(rng) -> list[dict]:
+    """A benchmark-format item whose context is just the right option's text: the letter
+    binding drill at the benchmark's own layout, with its multi-word options."""
+    item = _random_item(rng)[0]
+    prompt = artemo_prompt(item["question"], item["options"])
+    right = item["options"][ord(item["answer"]) - ord("A")]
+    return [{"role": "user", "content": f"{CONTEXT}{right}\n{prompt}"},
+            {"role": "assistant", "content": choice_answer(item["options"], item["answer"], "named")}]
+
+
+def short_choice_chat(rng) -> list[dict]:
+    """A short multiple-choice drill: one named thing and four single-phrase options, answered
+    in the named style (the quickest way for a tiny model to learn to bind letters)."""
+    factor = _pick(rng, list(synth.FACTORS))
+    values = list(synth.FACTORS[factor])
+    order = rng.permutation(len(values))[:4] if len(values) >= 4 else rng.permutation(len(values))
+    options = [values[i] for i in order]
+    correct = int(rng.integers(len(options)))
+    letters = "ABCD"[:len(options)]
+    lines = "\n".join(f"{k}. {o}" for k, o in zip(letters, options))
+    return [{"role": "user", "content": f"{CONTEXT}{options[correct]}\nWhich is it?\n{lines}"},
+            {"role": "assistant", "content": choice_answer(options, letters[correct], "named")}]
+
+
+KINDS = {"describe": describe_chat, "emotion": emotion_chat, "choice": choice_chat,
+         "matching_choice": matching_choice_chat, "short_choice": short_choice_chat}
 
 
 def text_chats(count: int, seed: int, mix: dict[str, float] | None = None) -> list[list[dict]]:

@@ -127,10 +127,25 @@ def load_benchmark(path: str, benchmark: str, split: str | None = None,
     return records
 
 
-def as_instruction(record: Record, benchmark: str = "artemo") -> Record:
-    """A multiple-choice item as a training conversation: the evaluation prompt, answered with
-    the right letter (instruction data in exactly the format the benchmark asks for)."""
+ANSWER_STYLES = ("letter", "named")
+
+
+def choice_answer(options: Sequence[str], letter: str, style: str = "letter") -> str:
+    """The reply to a multiple-choice item in a model's answer style: "letter" ("B", as the
+    released Qwen2.5-VL answers) or "named" ("It is red (B)", the embedded tiny backbone's:
+    it names the option, then its letter, which AIR-Bench's rule reads as B from the
+    second-to-last character; see embedded/language.py)."""
+    if style == "letter":
+        return letter
+    if style == "named":
+        return f"It is {options[ord(letter) - ord('A')]} ({letter})"
+    raise ValueError(f"unknown answer style {style!r} (expected one of {list(ANSWER_STYLES)})")
+
+
+def as_instruction(record: Record, benchmark: str = "artemo", style: str = "letter") -> Record:
+    """A multiple-choice item as a training conversation: the evaluation prompt, answered in the
+    model's answer `style` (instruction data in exactly the format the benchmark asks for)."""
     turns = [{"role": "user", "content": record_prompt(record, benchmark)},
-             {"role": "assistant", "content": record.answer}]
+             {"role": "assistant", "content": choice_answer(record.options, record.answer, style)}]
     return dataclasses.replace(record, conversations=turns, question=None, options=None,
                                answer=None, category=None)

@@ -110,6 +110,37 @@ GENERIC_ENGLISH = (
 )
 
 
+# The synthetic world's conversation phrasing (data/synth.py, embedded/language.py), so that its
+# frequent words are single tokens: shorter sequences, and one token per word to match.
+CONVERSATION_SENTENCES = (
+    "I see a fast red circle on a bright background.",
+    "I hear a slow low sine melody in a minor key, played quiet.",
+    "I see a still blue star on a dark background, and I hear a moderate high bell melody in a "
+    "major key, played loud.",
+    "The music feels sad: very negative and fairly calm.",
+    "The video feels joyful: somewhat positive and very energetic.",
+    "The music matches the picture; together the clip feels calm: very positive and very calm.",
+    "The music sets a different mood from the picture; together the clip feels tense: "
+    "somewhat negative and fairly energetic.",
+    "What do you see? What do you hear? Describe the video. Describe the music. What is shown in "
+    "the video? What does the soundtrack sound like? Describe the picture and the sound. What do "
+    "you see and hear?",
+    "What emotion does the music convey? How does the music make you feel? What mood does the "
+    "soundtrack have? What emotion does the video convey? What mood does the picture have? How "
+    "does the video make you feel? How do the picture and the music feel together? What emotion "
+    "does the clip convey, picture and music together? What mood does the whole clip have?",
+    "Here is a description of a clip: Which is it? It is red (B)",
+    "Which description fits the audio best? Which description fits the video best? Which timbre "
+    "does the melody have? In which register is the melody played? What is the tempo of the "
+    "music? Which mode and loudness does the music have? What shape is the object? What colour "
+    "is the object? How does the object move? Is the background dark or bright?",
+    "it stays still, it drifts slowly, it moves fast, it spins in place, striped, checkered",
+    "How positive or negative is the mood of the music? How energetic is the video? Listen to "
+    "the soundtrack. Look at the picture. Which pairing of picture and sound is in this clip? "
+    "a red circle with a sine melody",
+)
+
+
 def _number_sentences() -> list[str]:
     """Digits and numbers in the forms the pipeline prints (counts, frames, seconds, scores)."""
     lines = [" ".join(str(i) for i in range(0, 101)),
@@ -180,6 +211,7 @@ def tiny_corpus() -> list[str]:
     lines = [" ".join(words) for words in word_lists]
     lines += [", ".join(w.capitalize() for w in words) for words in word_lists]
     lines += list(GENERIC_ENGLISH)
+    lines += [line for line in CONVERSATION_SENTENCES for _ in range(8)]  # weight: frequent words
     lines += _number_sentences()
     scenes = _scene_sentences()
     lines += scenes

@@ -42,14 +42,16 @@ def tiny_audio_encoder(world_dir: str, max_length: int) -> str:
 
 
 def tiny_backbone(world_dir: str, tokenizer_dir: str, prompts: Sequence[str]) -> str:
-    """The tiny Qwen2.5-VL fine-tuned to caption the world (trained once, then cached)."""
-    from vaemotion_jax.training.backbone_sft import recipe_key, train_captioner
+    """The tiny Qwen2.5-VL taught to talk and to see the world (embedded/backbone.py; trained
+    once, then cached)."""
+    from vaemotion_jax.embedded.backbone import recipe_key, train_backbone
 
     final = os.path.join(cache_dir(), "tiny_backbone", recipe_key(world_dir, tokenizer_dir, prompts))
     if os.path.exists(os.path.join(final, "config.json")):
         return final
-    log.info("teaching the tiny backbone to caption the synthetic world (once; cached in %s)", final)
-    return train_captioner(final, world_dir, tokenizer_dir, prompts)
+    log.info("teaching the tiny backbone language and the world's videos (once; cached in %s)",
+             final)
+    return train_backbone(final, world_dir, tokenizer_dir, prompts)
 
 
 def default_assets(prompts: Sequence[str], audio_max_length: int) -> Assets:

@@ -21,7 +21,11 @@ from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.data import synth
+from vaemotion_jax.evaluation import replies
 from vaemotion_jax.evaluation import runner as eval_runner
+from vaemotion_jax.evaluation.emotion_words import emotion_word_report
+from vaemotion_jax.evaluation.emotion_words import format_report as format_words
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
 from vaemotion_jax.inference import save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
@@ -96,7 +100,8 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
     if c.data.mc_instructions and mc_path and os.path.exists(mc_path):
         items, more = read_manifest(mc_path, strict=c.data.strict)
         problems += more
-        train += [as_instruction(r) for r in items if r.split != "heldout"]
+        train += [as_instruction(r, style=c.data.mc_answer_style) for r in items
+                  if r.split != "heldout"]
     general_path = c.data.general_manifest or (os.path.join(assets.world_dir, "captions.jsonl")
                                                if assets.world_dir and not c.data.train_manifest
                                                else "")
@@ -216,26 +221,62 @@ def run(c) -> dict[str, Any]:
     return report
 
 
+def world_words(c, assets, heldout) -> list[tuple[str, dict]] | None:
+    """(media, labels) of the held-out clips whose labels name a world emotion word (the
+    synthetic world only: its labels have a word rule), at most `c.eval_chat_clips`."""
+    if not assets.world_dir or c.data.train_manifest or not c.eval_chat_clips:
+        return None
+    clips, seen = [], set()
+    for r in heldout:
+        if r.media not in seen and r.labels and all(p in r.labels for p in ("a", "v", "av")):
+            seen.add(r.media)
+            clips.append((r.media, r.labels))
+    return clips[:c.eval_chat_clips]
+
+
+def emotion_words(c, assets, model, params, clips) -> dict:
+    """Held-out emotion-word accuracy of free replies (evaluation/emotion_words.py)."""
+    spec = input_spec(c, assets)
+    ask = lambda media, pathway, question: [
+        a.response for a in replies.ask(model, params, spec, media, pathway, question,
+                                        max_new_tokens=c.eval_chat_tokens, batch_size=c.teacher_batch)]
+    return emotion_word_report(ask, clips, {p: q[0] for p, q in synth.EMOTION_QUESTIONS.items()},
+                               synth.emotion_word, synth.EMOTION_WORDS,
+                               paraphrase=synth.HELDOUT_EMOTION_QUESTION)
+
+
 def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, ast_model,
                     adapter_cfg) -> dict:
     out: dict[str, Any] = {}
     if model.config.emotion is not None and model.config.emotion.supervisor and heldout:
         out["emotion"] = emotion_on_clips(c, assets, model, params, heldout)
         log.info("held-out V-A: %s", ", ".join(f"{k} {v:.3f}" for k, v in out["emotion"].items()))
+    s1_model, s1_params = stage1_view(params, qwen, ast_model.config, adapter_cfg, ast_model.dtype)
+    models = ((("Stage 1", (s1_model, s1_params)),) if c.eval_stage1_baseline else ()) + (
+        (f"Stage 2 ({c.ablation})", (model, params)),)
+    clips = world_words(c, assets, heldout)
+    words_text = ""
+    if clips:
+        out["emotion_words"] = {name: emotion_words(c, assets, m, p, clips) for name, (m, p) in models}
+        for name, rep in out["emotion_words"].items():
+            words_text += f"\n\n{name}: " + format_words(rep)
+            log.info("%s: %s", name, format_words(rep))
     rows = {}
     if benchmark and os.path.exists(benchmark):
         items = load_benchmark(benchmark, "artemo", split="heldout")
         if c.eval_items:
             items = items[:c.eval_items]
         spec = input_spec(c, assets)
-        s1_model, s1_params = stage1_view(params, qwen, ast_model.config, adapter_cfg, ast_model.dtype)
-        for name, (m, p) in (("Stage 1", (s1_model, s1_params)),
-                             (f"Stage 2 ({c.ablation})", (model, params))):
+        for name, (m, p) in models:
             preds = eval_runner.run_items(m, p, items, spec, "artemo", mode=c.eval_mode,
-                                          batch_size=c.teacher_batch)
+                                          batch_size=c.teacher_batch,
+                                          max_new_tokens=c.eval_max_new_tokens)
             rows[name] = artemo_row_from_predictions(preds)
+            out.setdefault("failures", {})[name] = sum(p_.failed for p_ in preds)
         out["benchmark"] = rows
-    table = format_artemo_table(rows) if rows else ""
+    table = (f"ArtEmoBenchmark-style held-out items ({c.eval_mode} mode)\n" + format_artemo_table(rows)
+             if rows else "")
+    table += words_text
     if "emotion" in out:
         e = out["emotion"]
         table += "\n\nValence/arousal on held-out clips (Emotion Supervisor)\n" + "\n".join(

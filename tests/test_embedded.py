@@ -1,0 +1,96 @@
+"""The embedded default's language and instruction data (embedded/), and the emotion-word
+read-out of free replies (evaluation/emotion_words.py)."""
+import numpy as np
+import pytest
+
+from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import language
+from vaemotion_jax.evaluation import emotion_words as ew
+from vaemotion_jax.evaluation.prompts import choice_answer
+from vaemotion_jax.evaluation.scoring import extract_letter
+
+
+def test_text_chats_are_reproducible_and_of_every_kind():
+    a, b = language.text_chats(200, 3), language.text_chats(200, 3)
+    assert a == b and language.text_chats(200, 4) != a
+    users = [c[0]["content"] for c in a]
+    assert all(u.startswith(language.CONTEXT) for u in users)
+    assert any("Choose the most suitable answer" in u for u in users)
+    assert any("Which is it?" in u for u in users)
+
+
+def test_text_never_pairs_a_description_with_its_emotion():
+    """The link from what is heard to the emotion is Stage 2's to teach: where a text context
+    holds both a sound description and a music emotion, the emotion is drawn independently of
+    the description (agreement with the world's rule near chance, not 1)."""
+    import itertools
+    sounds = {}
+    for values in itertools.product(*synth.FACTORS.values()):
+        sound = dict(zip(synth.FACTORS, values))
+        sounds[synth.sound_description(sound)] = synth.emotion_word(synth.pathway_label(sound, "a"))
+    agree = total = 0
+    for chat in language.text_chats(3000, 5, {"choice": 1.0}):
+        context = chat[0]["content"].split("\n")[0][len(language.CONTEXT):]
+        if context.startswith("I hear ") and "The music feels " in context:
+            heard = context[len("I hear "):].split(". The music feels ")[0]
+            said = context.split("The music feels ")[1].split(":")[0]
+            agree, total = agree + (sounds[heard] == said), total + 1
+    assert total > 100 and agree / total < 0.45
+
+
+def test_named_answers_are_read_by_the_airbench_rule():
+    options = ["blue", "red", "green", "yellow"]
+    for letter in "ABCD":
+        reply = choice_answer(options, letter, "named")
+        assert reply.startswith("It is ") and extract_letter(reply, 4) == letter
+    assert choice_answer(options, "C") == "C"
+    with pytest.raises(ValueError, match="answer style"):
+        choice_answer(options, "C", "essay")
+
+
+def test_emotion_word_scoring():
+    words = synth.EMOTION_WORDS
+    assert ew.named_word("The music feels calm: very positive.", words) == "calm"
+    assert ew.named_word("Together the clip feels tense.", words) == "tense"
+    assert ew.named_word("", words) is None and ew.named_word(None, words) is None
+    assert ew.well_formed("The video feels sad: very negative and fairly calm.")
+    for bad in ("", "a darkB", "in a slow green triangle in ae a slow", "Sad sad sad music.",
+                "The music. Feels calm."):
+        assert not ew.well_formed(bad), bad
+    s = ew.score(["The music feels calm.", "The music feels sad.", None], ["calm", "joyful", "calm"],
+                 words)
+    assert s["accuracy"] == pytest.approx(1 / 3) and s["well_formed"] == pytest.approx(2 / 3)
+    assert s["chance"] == pytest.approx(2 / 3) and s["uniform_chance"] == pytest.approx(0.2)
+
+
+def test_emotion_word_report_asks_each_pathway_its_question():
+    asked = []
+
+    def ask(media, pathway, question):
+        asked.append((pathway, question))
+        return ["The music feels joyful: very positive and very energetic."] * len(media)
+
+    clips = [("a.mp4", {"a": [0.6, 0.6], "v": [-0.6, -0.6], "av": [0.0, 0.9]})]
+    rep = ew.emotion_word_report(ask, clips, {p: q[0] for p, q in synth.EMOTION_QUESTIONS.items()},
+                                 synth.emotion_word, words := synth.EMOTION_WORDS,
+                                 paraphrase=synth.HELDOUT_EMOTION_QUESTION)
+    assert [p for p, _ in asked] == ["a", "v", "av", "av"]
+    assert rep["a"]["accuracy"] == 1.0 and rep["v"]["accuracy"] == 0.0
+    assert rep["paraphrase"]["well_formed"] == 1.0
+    assert "right word" in ew.format_report(rep) and words
+
+
+def test_backbone_chats_pad_to_buckets():
+    from vaemotion_jax.embedded.backbone import encode, pad_chats
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.processing.tokenizer import cached_tokenizer, default_tiny_tokenizer_dir
+    qwen, tok = qwen_config.tiny(), cached_tokenizer(default_tiny_tokenizer_dir())
+    chats = [encode(tok, qwen, c) for c in language.text_chats(4, 0)]
+    batch = pad_chats(chats, qwen.pad_token_id, (64, 128, 256), (8, 16, 32, 64))
+    longest = max(len(c["input_ids"]) for c in chats)
+    assert batch["input_ids"].shape[1] == min(b for b in (64, 128, 256) if b >= longest)
+    for i, c in enumerate(chats):
+        n = int(batch["target_mask"][i].sum())
+        assert n == len(c["target_ids"])
+        np.testing.assert_array_equal(batch["input_ids"][i][batch["target_index"][i, :n] + 1],
+                                      batch["target_ids"][i, :n])
