@@ -116,8 +116,8 @@ def test_input_shape_and_kind_errors():
     assert isinstance(adapter, MLPAudioAdapter)
     with pytest.raises(ValueError, match=r"built for features \(batch, 9, 3\), got \(1, 10, 3\)"):
         adapter.init(jax.random.key(0), jnp.zeros((1, 10, 3)))
-    with pytest.raises(ValueError, match="unknown audio adapter kind 'qformer'.*'mlp'"):
-        make_audio_adapter(AudioAdapterConfig(kind="qformer"), 9, 3)
+    with pytest.raises(ValueError, match=r"unknown audio adapter kind 'perceiver'; known: \['mlp', 'qformer'\]"):
+        make_audio_adapter(AudioAdapterConfig(kind="perceiver"), 9, 3)
     with pytest.raises(ValueError, match="must be positive"):
         make_audio_adapter(AudioAdapterConfig(num_tokens=0), 9, 3)
 

@@ -42,6 +42,11 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("audio_length", None),
     ("adapter_hidden", "tensor"),
     ("tokens", None),
+    ("qformer_embed", "fsdp"),
+    ("qformer_heads", "tensor"),
+    ("qformer_mlp", "tensor"),
+    ("queries", None),
+    ("qformer_tokens", None),
     ("lora_rank", None),
     ("emotion", None),
 )

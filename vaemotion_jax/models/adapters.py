@@ -2,10 +2,12 @@
 video-token space, standing in for the L_v video tokens they replace.
 
 The interface is small on purpose: an `AudioAdapterConfig` (with `kind` choosing the design)
-and `make_audio_adapter(config, in_tokens, in_dim)`, which returns a Flax module mapping
-(B, in_tokens, in_dim) -> (B, num_tokens, out_dim). The trainer only ever calls the factory,
-so a new design (e.g. the utterance-aware acoustic Q-Former, kind="qformer") is one more
-entry in `ADAPTERS`.
+and `make_audio_adapter(config, in_tokens, in_dim)`, which returns a Flax module called as
+`adapter(features, utterance_mask=None)`: features (B, in_tokens, in_dim) -> (B, num_tokens,
+out_dim). `utterance_mask` (B, N_max, in_tokens) bool marks the encoder tokens of each local
+window (data/utterances.py builds it on the host); designs without local windows ignore it.
+The trainer only ever calls the factory, so a new design is one more entry in `ADAPTERS`:
+"mlp" (below) and "qformer" (AcoustEmo's utterance-aware acoustic Q-Former, models/qformer.py).
 
 `MLPAudioAdapter` is the paper's design (VAEmotionLLM, section 3.2): two fully connected
 layers over the sequence axis (T_a -> seq_hidden -> L_v), then two over channels
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vaemotion_jax.models.layers import Dense, activation
+from vaemotion_jax.models.qformer import UtteranceAwareAdapter, check_qformer_config
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,26 @@ class AudioAdapterConfig:
     channel_hidden: int | None = None
     # GELU (exact): the activation of both AST and the Qwen2.5-VL merger the tokens stand in for.
     activation: str = "gelu"
+    # --- kind="qformer" only (models/qformer.py; AcoustEmo section 3) ---
+    # K learnable queries and the Q-Former width d_model (AcoustEmo: K = 32, d_model = 768).
+    queries: int = 32
+    qformer_dim: int = 768
+    # Layers/heads/MLP width are not given by AcoustEmo; Video-LLaMA's audio Q-Former has 2
+    # BERT-base layers (12 heads, MLP 4 x width). None -> 4 * qformer_dim.
+    qformer_layers: int = 2
+    qformer_heads: int = 12
+    qformer_mlp: int | None = None
+    # N_max: utterance windows per clip (static shape; absent slots are masked).
+    max_utterances: int = 8
+    # Table 2 ablations: global_qformer=False is "w/o Global Acoustic Q-Former",
+    # utterance_qformer=False "w/o Utterance-Aware A-QF", windows="fixed" "w/ fixed-length
+    # windows (2s)". `windows`, `window_seconds` and `no_utterances` act on the host, where the
+    # window masks are built (data/utterances.py); the module itself is the same.
+    global_qformer: bool = True
+    utterance_qformer: bool = True
+    windows: str = "utterances"          # "utterances" (timestamps) | "fixed"
+    window_seconds: float = 2.0          # length of the fixed windows
+    no_utterances: str = "fixed"         # a clip without utterances: "fixed" windows | "global" only
 
     def replace(self, **kw) -> "AudioAdapterConfig":
         return dataclasses.replace(self, **kw)
@@ -60,7 +83,8 @@ class MLPAudioAdapter(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, features: jax.Array) -> jax.Array:
+    def __call__(self, features: jax.Array, utterance_mask: jax.Array | None = None) -> jax.Array:
+        """`utterance_mask` is accepted for the common interface and ignored."""
         c = self.config
         _check_input(features, self.in_tokens, self.in_dim)
         act = activation(c.activation)
@@ -81,7 +105,9 @@ def _check_input(features: jax.Array, in_tokens: int, in_dim: int) -> None:
                          f"got {tuple(features.shape)}")
 
 
-ADAPTERS = {"mlp": MLPAudioAdapter}
+ADAPTERS = {"mlp": MLPAudioAdapter, "qformer": UtteranceAwareAdapter}
+# Per-kind config checks (raise ValueError), run by the factory.
+CONFIG_CHECKS = {"qformer": check_qformer_config}
 
 
 def make_audio_adapter(config: AudioAdapterConfig, in_tokens: int, in_dim: int,
@@ -92,4 +118,6 @@ def make_audio_adapter(config: AudioAdapterConfig, in_tokens: int, in_dim: int,
     if min(config.num_tokens, config.out_dim, in_tokens, in_dim) < 1:
         raise ValueError(f"audio adapter sizes must be positive: num_tokens {config.num_tokens}, "
                          f"out_dim {config.out_dim}, in_tokens {in_tokens}, in_dim {in_dim}")
+    if config.kind in CONFIG_CHECKS:
+        CONFIG_CHECKS[config.kind](config)
     return ADAPTERS[config.kind](config, in_tokens, in_dim, dtype)

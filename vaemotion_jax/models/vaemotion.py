@@ -76,9 +76,11 @@ class VAEmotionLLM(nn.Module):
         mean = jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
         return jax.lax.stop_gradient(mean)
 
-    def audio_tokens(self, fbank, fbank_mask) -> jnp.ndarray:
-        """z_a (B, L_v, D): the adapter maps AST features into the visual token space."""
-        return self.audio_adapter(self.audio_features(fbank, fbank_mask))
+    def audio_tokens(self, fbank, fbank_mask, utterance_mask=None) -> jnp.ndarray:
+        """z_a (B, L_v, D): the adapter maps AST features into the visual token space.
+        utterance_mask (B, N_max, T_a) bool: the local windows of kind="qformer" adapters
+        (data/utterances.py); other adapters ignore it."""
+        return self.audio_adapter(self.audio_features(fbank, fbank_mask), utterance_mask)
 
     def enhance(self, tokens) -> jnp.ndarray:
         """Eq. (2), position-wise; the identity when the enhancer is off."""
@@ -90,10 +92,11 @@ class VAEmotionLLM(nn.Module):
         """Eqs. (3)-(4): (valence, arousal) (B, 2) from the mean of the valid tokens."""
         return self.emotion_supervisor(tokens, mask)
 
-    def enhanced_tokens(self, fbank, fbank_mask, pixel_values, vision_layout):
+    def enhanced_tokens(self, fbank, fbank_mask, pixel_values, vision_layout,
+                        utterance_mask=None):
         """(Enh(z_a), Enh(z_v)), each (B, N, D). The adapter is frozen from Stage 2 on, so z_a
         is a constant here (no gradient reaches the adapter or the encoders)."""
-        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank, fbank_mask))
+        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank, fbank_mask, utterance_mask))
         return self.enhance(z_a), self.enhance(self.video_tokens(pixel_values, vision_layout))
 
     def emotions(self, e_a, e_v) -> jnp.ndarray:
@@ -119,11 +122,11 @@ class VAEmotionLLM(nn.Module):
         return self.backbone.logits(hidden)
 
     def __call__(self, fbank, fbank_mask, pixel_values, vision_layout, input_ids, position_ids,
-                 attention_mask) -> Any:
+                 attention_mask, utterance_mask=None) -> Any:
         """Every submodule once (used to create params): (teacher, student) logits and, with
         the EmoAdapter, the joint pathway's emotion prediction."""
         zv = self.video_tokens(pixel_values, vision_layout)
-        za = self.audio_tokens(fbank, fbank_mask)
+        za = self.audio_tokens(fbank, fbank_mask, utterance_mask)
         out = [self.logits(self.hidden(input_ids, position_ids, attention_mask, self.enhance(zv))),
                self.logits(self.hidden(input_ids, position_ids, attention_mask, za))]
         if self.config.emotion is not None and self.config.emotion.supervisor:
