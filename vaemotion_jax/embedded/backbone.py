@@ -52,9 +52,10 @@ from vaemotion_jax.training.examples import layout_arrays
 
 log = logging.getLogger("vaemotion_jax.backbone")
 
-RECIPE = dict(drill_steps=600, drill_batch_size=64, steps=1000, batch_size=16, lr=2e-3, warmup=50,
+RECIPE = dict(drill_steps=0, drill_batch_size=64, steps=1200, batch_size=16, lr=2e-3, warmup=50,
               seed=0, text_fraction=0.5, text_chats=30000, eval_every=0,
-              text_mix={"describe": 1.0, "emotion": 1.0, "choice": 1.0, "short_choice": 1.0},
+              text_mix={"describe": 1.0, "emotion": 1.0, "choice": 1.0, "short_choice": 0.5,
+                        "matching_choice": 0.5},
               num_frames=4, resized_hw=(112, 112), min_pixels=28 * 28, max_pixels=112 * 112,
               seq_buckets=(64, 96, 128, 160, 192, 224, 256), target_buckets=(8, 16, 24, 32, 48),
               version=3)
@@ -257,7 +258,7 @@ def train_backbone(out_dir: str, world_dir: str, tokenizer_dir: str, prompts: Se
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt, loss
 
-    drill_step, step = jax.jit(step), jax.jit(step)
+    step = jax.jit(step)
 
     heldout = heldout_choices(world_dir, tokenizer_dir, qwen, r)
     rng = np.random.default_rng(r["seed"])
@@ -268,7 +269,7 @@ def train_backbone(out_dir: str, world_dir: str, tokenizer_dir: str, prompts: Se
                              {"short_choice": 1.0})]
         drill = {**r, "batch_size": r["drill_batch_size"]}
         for i in range(r["drill_steps"]):
-            params, opt, loss = drill_step(params, opt, text_batch(drills, rng, drill, qwen.pad_token_id))
+            params, opt, loss = step(params, opt, text_batch(drills, rng, drill, qwen.pad_token_id))
             if (i + 1) % 100 == 0:
                 log.info("backbone drill %d/%d loss %.4f (%.0f s)", i + 1, r["drill_steps"],
                          float(loss), time.time() - t0)

@@ -88,6 +88,26 @@ def matching_choice_chat(rng) -> list[dict]:
             {"role": "assistant", "content": choice_answer(item["options"], item["answer"], "named")}]
 
 
+SINGLE_WORD_KINDS = ("What shape is the object?", "What colour is the object?",
+                     "Which timbre does the melody have?", "What emotion does the music convey?",
+                     "What emotion does the video convey?", "Is the background dark or bright?")
+
+
+def format_drill_chat(rng) -> list[dict]:
+    """The letter-binding drill in the benchmark's exact layout (instruction, question, four
+    options) with one-word options, the context being the right option's word."""
+    question = _pick(rng, SINGLE_WORD_KINDS)
+    pool = {"What shape is the object?": synth.SHAPES, "What colour is the object?": synth.COLOURS,
+            "Which timbre does the melody have?": tuple(synth.TIMBRE.values()),
+            "Is the background dark or bright?": ("dark", "bright", "striped", "checkered")}.get(
+        question, synth.EMOTION_WORDS)
+    options = [pool[i] for i in rng.permutation(len(pool))[:4]]
+    letter = "ABCD"[int(rng.integers(4))]
+    right = options[ord(letter) - ord("A")]
+    return [{"role": "user", "content": f"{CONTEXT}{right}\n{artemo_prompt(question, options)}"},
+            {"role": "assistant", "content": choice_answer(options, letter, "named")}]
+
+
 def short_choice_chat(rng) -> list[dict]:
     """A short multiple-choice drill: one named thing and four single-phrase options, answered
     in the named style (the quickest way for a tiny model to learn to bind letters)."""
@@ -103,7 +123,8 @@ def short_choice_chat(rng) -> list[dict]:
 
 
 KINDS = {"describe": describe_chat, "emotion": emotion_chat, "choice": choice_chat,
-         "matching_choice": matching_choice_chat, "short_choice": short_choice_chat}
+         "matching_choice": matching_choice_chat, "short_choice": short_choice_chat,
+         "format_drill": format_drill_chat}
 
 
 def text_chats(count: int, seed: int, mix: dict[str, float] | None = None) -> list[list[dict]]:

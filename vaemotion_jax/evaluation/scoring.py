@@ -107,6 +107,8 @@ class Prediction:
     response: str | None = None
     scores: list[float] | None = None
     problem: str | None = None     # why the item could not be asked (its media unreadable)
+    named: str | None = None       # the letter of the option whose text the response names
+                                   # (a diagnostic beside the letter rule; generation only)
 
     @property
     def failed(self) -> bool:
@@ -159,7 +161,16 @@ def make_prediction(record: Record, benchmark: str, response: str | None = None,
         scores, predicted = None, extract_letter(response, n, rule)
     task = record_task(record) if benchmark == "airbench" else None
     return Prediction(id=record.id, category=record.category, modality=record.modality, task=task,
-                      answer=record.answer, predicted=predicted, n_options=n, response=response, scores=scores)
+                      answer=record.answer, predicted=predicted, n_options=n, response=response,
+                      scores=scores, named=None if response is None else named_option(response, record.options))
+
+
+def named_option(response: str, options: Sequence[str]) -> str | None:
+    """The letter of the option whose whole text the response contains (the longest such
+    option; None if none): what the answer says, whatever letter it gives."""
+    text = response.lower()
+    hits = [(len(o), LETTERS[i]) for i, o in enumerate(options) if o and o.lower() in text]
+    return max(hits)[1] if hits else None
 
 
 def unanswered_prediction(record: Record, benchmark: str, problem: str) -> Prediction:

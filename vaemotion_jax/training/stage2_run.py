@@ -273,9 +273,16 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
                                           max_new_tokens=c.eval_max_new_tokens)
             rows[name] = artemo_row_from_predictions(preds)
             out.setdefault("failures", {})[name] = sum(p_.failed for p_ in preds)
+            if c.eval_mode == "generate":
+                out.setdefault("named_right", {})[name] = {
+                    m: float(np.mean([p_.named == p_.answer for p_ in preds if p_.modality == m]))
+                    for m in ("a", "v", "av") if any(p_.modality == m for p_ in preds)}
         out["benchmark"] = rows
     table = (f"ArtEmoBenchmark-style held-out items ({c.eval_mode} mode)\n" + format_artemo_table(rows)
              if rows else "")
+    for name, shares in out.get("named_right", {}).items():
+        table += (f"\n  {name}: the reply names the right option's text (letter aside) in "
+                  + ", ".join(f"{m} {100 * v:.1f}%" for m, v in shares.items()))
     table += words_text
     if "emotion" in out:
         e = out["emotion"]
