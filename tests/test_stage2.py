@@ -80,7 +80,8 @@ def test_gradients_reach_only_enhancer_supervisor_and_lora(runs):
     train, _ = training_records(c, assets)
     it = make_iterator([r for r in train if r.modality == "av"][:2], example_fn(c, assets, run.model.config.qwen),
                        PipelineConfig(batch_size=2, shuffle=False, num_epochs=1,
-                                      buckets={"input_ids": (256, 512), "position_ids": (256, 512)}))
+                                      buckets={"input_ids": (256, 512), "position_ids": (256, 512),
+                                               **{k: (64, 128) for k in stage2.TARGET_FIELDS}}))
     batch = {k: jnp.asarray(v) for k, v in next(it).items() if np.asarray(v).dtype.kind not in "USO"}
     # move W2 of the enhancer and B of LoRA off zero so every trainable part has a gradient path
     params = jax.tree.map(lambda x: x, run.params)

@@ -39,7 +39,7 @@ def test_clips_are_h264_and_aac_of_the_configured_size(world):
             assert a.codec_context.sample_rate == 16000
             assert float(v.duration * v.time_base) == pytest.approx(2.0)
             assert float(a.duration * a.time_base) == pytest.approx(2.0, abs=0.07)
-    assert counts["captions"] == CFG.num_clips and counts["stage2"] == 3 * CFG.num_clips
+    assert counts["captions"] == CFG.num_clips and counts["stage2"] == 6 * CFG.num_clips
     assert counts["benchmark"] == 12 * round(CFG.heldout * CFG.num_clips)
 
 
@@ -166,13 +166,15 @@ def test_benchmark_items_are_valid_and_held_out(world):
 
 
 def test_conversations_answer_from_the_factors(world):
-    for r in load(world, "stage2")[:9]:
+    for r in load(world, "stage2")[:12]:
+        assert len(r.conversations) == 2
         user, answer = r.conversations[0]["content"], r.conversations[1]["content"]
-        if r.modality == "a":
-            assert answer == f"I hear {synth.sound_description(r.meta['sound'])}."
-        elif r.modality == "v":
-            assert answer == f"I see {synth.caption(r.meta['picture'])}."
-        assert synth.emotion_word(r.labels[r.modality]) in r.conversations[3]["content"]
+        kind = r.id.rsplit("-", 1)[1]
+        if kind == "content":
+            assert answer == synth.content_answer(r.modality, r.meta["picture"], r.meta["sound"])
+        else:
+            assert kind == "emotion" and answer == synth.emotion_answer(r.modality, r.labels)
+            assert synth.emotion_word(r.labels[r.modality]) in answer
         assert user.endswith("?") or user.endswith(".")
 
 
