@@ -25,5 +25,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_response_tokens = 512
     c.data.seq_buckets = (1536, 2048)  # 1296 video + prompt + response
     c.teacher_batch = 8           # clips per generation batch when filling the response cache
-    hardware.apply(c, arg or "gpu8x24")
+    hardware.apply(c, arg or "gpu8x24", "stage1")
     return c

@@ -22,5 +22,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # a joint clip fills 2592 placeholders; with its conversation it fits 3072
     c.data.seq_buckets = (512, 1024, 1536, 2048, 2560, 3072, 4096)
     c.teacher_batch = 8           # items per evaluation batch
-    hardware.apply(c, arg or "gpu8x24")
+    hardware.apply(c, arg or "gpu8x24", "stage2")
     return c

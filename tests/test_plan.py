@@ -233,8 +233,8 @@ def test_cli_prints_and_writes_the_plan(tmp_path):
     assert d["estimate"]["tokens_per_second"] == pytest.approx(d["clips"] * d["seq_len"] / step)
 
 
-@pytest.mark.parametrize("name", ["stage1_7b:gpu8x24", "stage1_7b:gpu1x24", "stage1_7b:tpu_v5e8",
-                                  "stage1_7b:tpu_v4_8"])
+@pytest.mark.parametrize("name", [f"{stage}_7b:{hw}" for stage in ("stage1", "stage2")
+                                  for hw in ("gpu8x24", "gpu1x24", "tpu_v5e8", "tpu_v4_8")])
 def test_7b_presets_resolve(name):
     """The presets' configs (their plans are in docs/scaling.md; compiling a 7B is not for CI)."""
     import importlib
