@@ -12,8 +12,9 @@ backbone also learns from text-only chats drawn from a seed, never from a clip:
   emotion is drawn independently of its description (that link is what Stage 2 teaches);
 * questions about a description given in the prompt: open questions (several wordings)
   answered in the conversations' style, and multiple-choice items in the benchmark's exact
-  format answered with the letter (reading comprehension: the instruction following the real
-  backbone brings).
+  format answered by naming the option and its letter, "It is red (B)" (reading comprehension:
+  the instruction following the real backbone brings; backbone.py says how far the tiny model
+  gets with the letter).
 """
 from __future__ import annotations
 
