@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -140,31 +141,47 @@ def plot_circumplex(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, path: 
     plt.close(fig)
 
 
-def plot_ablation(bench: dict, path: str) -> None:
-    """Table 3 rows (bench_ablation.json): mean group accuracy with the seeds' spread as error
-    bars; the adapter-only row has no joint pathway (AV, All left out)."""
-    import matplotlib.pyplot as plt
-    from vaemotion_jax.evaluation.tables import NO_JOINT_PATHWAY
-    groups = ("A", "V", "AV", "All")
+def _bars(ax, bench: dict, groups: Sequence[str], value, hidden, chance: float | None,
+          title: str) -> None:
+    """One bar per (row, group): the mean of `value(run, group)` over seeds, the seeds'
+    sample std as the error bar; `hidden(row, group)` leaves a bar out."""
     rows = list(bench["runs"])
-    fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         means, errs = [], []
         for g in groups:
-            xs = [r["averages"].get(g) for r in bench["runs"][row]]
+            xs = [value(r, g) for r in bench["runs"][row]]
             xs = [x for x in xs if x is not None]
-            hide = row in NO_JOINT_PATHWAY and g in ("AV", "All")
+            hide = hidden(row, g)
             means.append(np.nan if hide or not xs else np.mean(xs))
             errs.append(0.0 if hide or len(xs) < 2 else np.std(xs, ddof=1))
         ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=row)
-    ax.axhline(25, color="0.6", ls="--", lw=0.8)
+    if chance is not None:
+        ax.axhline(chance, color="0.6", ls="--", lw=0.8)
     ax.set(xticks=np.arange(len(groups)) + 0.4 - width / 2, xticklabels=groups, ylim=(0, 100),
-           ylabel="accuracy, %",
-           title=f"Table 3 on the synthetic world ({len(bench['seeds'])} seeds, generate mode; "
-                 "dashed: chance)")
+           ylabel="accuracy, %", title=title)
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, ncol=3)
+
+
+def plot_ablation(bench: dict, path: str) -> None:
+    """Table 3 rows (bench_ablation.json) with the seeds' spread as error bars: the benchmark's
+    groups (the adapter-only row has no joint pathway: AV, All left out) and, where the bench
+    recorded them, the held-out emotion-word accuracy per pathway."""
+    import matplotlib.pyplot as plt
+    from vaemotion_jax.evaluation.tables import NO_JOINT_PATHWAY
+    with_words = any(r.get("words") for runs in bench["runs"].values() for r in runs)
+    fig, axes = plt.subplots(1, 2 if with_words else 1, figsize=(12 if with_words else 8, 3.8))
+    axes = np.atleast_1d(axes)
+    seeds = len(bench["seeds"])
+    _bars(axes[0], bench, ("A", "V", "AV", "All"), lambda r, g: r["averages"].get(g),
+          lambda row, g: row in NO_JOINT_PATHWAY and g in ("AV", "All"), 25,
+          f"benchmark, generate mode ({seeds} seeds; dashed: chance)")
+    if with_words:
+        _bars(axes[1], bench, ("a", "v", "av"), lambda r, g: r.get("words", {}).get(g),
+              lambda row, g: False, 20,
+              f"emotion word of free replies ({seeds} seeds; dashed: uniform chance)")
+    axes[-1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Table 3 on the synthetic world, held-out clips", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
