@@ -229,3 +229,23 @@ def test_logits_notebook_runs_top_to_bottom(runs, tmp_path):
     text = "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                      for o in cell.get("outputs", []))
     assert "mean KL per token" in text and "MSE per pathway" in text
+
+
+def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path):
+    """On real data (a train manifest, no world) the paper's general mix-in must be given or
+    turned off on purpose; the error names the flag."""
+    import configs.stage2
+    from configs.common import override
+    from vaemotion_jax.training.assets import Assets
+    from vaemotion_jax.training.stage2_run import training_records
+    manifest = tmp_path / "emotion.jsonl"
+    manifest.write_text(json.dumps({
+        "id": "c1", "media": "c1.mp4", "modality": "av", "labels": {"av": [0.5, -0.2]},
+        "conversations": [{"role": "user", "content": "How does it feel?"},
+                          {"role": "assistant", "content": "Calm."}]}) + "\n")
+    c = override(configs.stage2.get_config(), {"data.train_manifest": str(manifest)})
+    assets = Assets("", "", "", "")
+    with pytest.raises(ValueError, match="general_manifest"):
+        training_records(c, assets)
+    train, _ = training_records(override(c, {"data.general_fraction": 0.0}), assets)
+    assert [r.id for r in train] == ["c1"]
