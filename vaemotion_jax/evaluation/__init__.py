@@ -5,4 +5,6 @@
            `Prediction`, accuracy per AIR-Bench subset / ArtEmo (modality, category)
   tables   Table 2 (ArtEmoBenchmark) rows and Table 1 (AIR-Bench) columns, as dicts and text
   report   summaries, the results JSON with every prediction, and a CLI re-printing tables
+  emer     open-vocabulary emotion words (EMER style): synonym clusters, set-level accuracy and
+           recall, EMER-style label files
 """
