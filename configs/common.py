@@ -23,6 +23,8 @@ PRESETS = {
     "tiny": dict(
         qwen="tiny", ast="tiny", resized_hw=(112, 112), fps=None, max_frames=None, num_frames=4,
         audio_max_length=300, audio_windows=1, adapter_seq_hidden=64, adapter_channel_hidden=128,
+        # kind="qformer": a Q-Former as narrow as the tiny AST (32) and LLM (128) it sits between
+        adapter_queries=8, adapter_qformer_dim=64, adapter_qformer_heads=4,
         min_pixels=28 * 28, max_pixels=112 * 112, dtype="float32", param_dtype="float32",
         mesh=(1, -1, 1), remat="none",
         # stage 2: a tiny model trained for minutes needs a larger rate than the paper's 1e-5
@@ -40,6 +42,8 @@ PRESETS = {
         qwen="qwen2_5_vl_7b", ast="ast_audioset", resized_hw=(512, 512), fps=2.0, max_frames=8,
         num_frames=None, audio_max_length=1024, audio_windows=3, adapter_seq_hidden=1024,
         adapter_channel_hidden=3584,
+        # kind="qformer": AcoustEmo's K = 32 queries, d_model = 768 (BERT-base heads: 12)
+        adapter_queries=32, adapter_qformer_dim=768, adapter_qformer_heads=12,
         min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, dtype="bfloat16",
         param_dtype="bfloat16", mesh=(1, -1, 1), remat="full",
         stage2_lr=1e-5, enhancer_hidden=1024, supervisor_hidden=256,
@@ -92,6 +96,22 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.adapter.seq_hidden = ml_collections.FieldReference(None, field_type=int)
     c.adapter.channel_hidden = ml_collections.FieldReference(None, field_type=int)
     c.adapter.activation = "gelu"
+    # kind="qformer": AcoustEmo's utterance-aware acoustic Q-Former (models/qformer.py; README
+    # "Q-Former audio adapter"). Queries K, width and heads: None takes the model preset's.
+    c.adapter.queries = ml_collections.FieldReference(None, field_type=int)
+    c.adapter.qformer_dim = ml_collections.FieldReference(None, field_type=int)
+    c.adapter.qformer_heads = ml_collections.FieldReference(None, field_type=int)
+    c.adapter.qformer_layers = 2          # Video-LLaMA's audio Q-Former depth (AcoustEmo: silent)
+    c.adapter.qformer_mlp = ml_collections.FieldReference(None, field_type=int)  # None: 4 x width
+    c.adapter.max_utterances = 8          # N_max windows per clip (static shape)
+    # AcoustEmo Table 2 ablations: "w/o Global Acoustic Q-Former", "w/o Utterance-Aware A-QF",
+    # "w/ fixed-length windows" (windows="fixed" of window_seconds); a clip whose record has no
+    # utterance gets fixed windows ("fixed") or the global Q-Former alone ("global").
+    c.adapter.global_qformer = True
+    c.adapter.utterance_qformer = True
+    c.adapter.windows = "utterances"      # utterances (the manifest's timestamps) | fixed
+    c.adapter.window_seconds = 2.0
+    c.adapter.no_utterances = "fixed"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-5
@@ -161,6 +181,9 @@ def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             c.adapter.seq_hidden = p["adapter_seq_hidden"]
         if c.adapter.channel_hidden is None:
             c.adapter.channel_hidden = p["adapter_channel_hidden"]
+        for field in ("queries", "qformer_dim", "qformer_heads"):
+            if c.adapter[field] is None:
+                c.adapter[field] = p[f"adapter_{field}"]
         for field in ("mesh", "dtype", "param_dtype", "remat"):
             if c[field] is None:
                 c[field] = p[field]

@@ -32,9 +32,10 @@ def shard_bytes(tree) -> int:
     return total
 
 
-def real_batch(c, batch: int) -> dict:
+def real_batch(c, batch: int, **features) -> dict:
     """A Stage 1 batch made by the trainer's own host code (prompt_example, attach_responses)
-    with the longest prompt and a response of max_response_tokens."""
+    with the longest prompt and a response of max_response_tokens; `features` added to the
+    clip's."""
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
     qwen = qwen_config.tiny()
@@ -42,7 +43,7 @@ def real_batch(c, batch: int) -> dict:
     features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
                 "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
                 "fbank_mask": np.ones(c.data.audio_windows, bool),
-                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
+                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0, **features}
     longest = max(c.prompts, key=len)
     examples = [stage1.prompt_example(Record(id=f"clip{i}"), features,
                                       tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
@@ -112,6 +113,36 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     jax.eval_shape(program.step, state, frozen, batch)
     assert any("lora_a" in "/".join(map(str, path)) for path, _ in
                jax.tree_util.tree_flatten_with_path(state.params)[0])
+
+
+QFORMER = {"adapter.kind": "qformer", "adapter.max_utterances": 3}
+
+
+def test_qformer_abstract_batches_carry_the_utterance_mask():
+    """kind="qformer": both stages' abstract batches hold utterance_mask (B, N_max, T_a),
+    sharded on the batch axis like fbank_mask, the shape the trainer's host code makes; the
+    steps trace with it and the adapter's params are the Q-Former's."""
+    import configs.stage2 as module2
+    c = tiny(**QFORMER)
+    mesh = sharding.make_mesh((1, 2, 1))
+    with jax.set_mesh(mesh):
+        programs = [plan.stage1_program(c, mesh, plan.Options()),
+                    plan.stage2_program(common.resolve(common.override(module2.get_config(),
+                                                                       QFORMER)), mesh,
+                                        plan.Options())]
+    t_a = 2 + 10 * 29    # the tiny AST on 300 frames: 10 x 29 patches + 2
+    mask = np.zeros((3, t_a), bool)
+    real = real_batch(c, c.data.batch_size, utterance_mask=mask)
+    for program in programs:
+        state, frozen, batch = program.args
+        assert batch["utterance_mask"].shape == real["utterance_mask"].shape == (
+            c.data.batch_size, 3, t_a)
+        assert batch["utterance_mask"].dtype == np.bool_
+        assert (batch["utterance_mask"].sharding.spec[0] == batch["fbank_mask"].sharding.spec[0]
+                == ("data", "fsdp"))
+        adapter = {**state.params, **frozen}["audio_adapter"]   # trained in Stage 1 only
+        assert {"global_qformer", "utterance_qformer", "token_fc", "proj"} == set(adapter)
+        jax.eval_shape(program.step, state, frozen, batch)
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def stage1_token_stats(run: LoadedRun, records: list[Record], k: int = 5,
     """Teacher (video) vs student (audio) next-token distributions along the teacher's greedy
     response, for each clip of `records` (video + audio files)."""
     c, qwen, tok = run.config, run.model.config.qwen, run.tokenizer
-    fn = ExampleFn(media=run.spec.media,
+    fn = ExampleFn(media=run.spec.media, utterances=run.spec.utterances,
                    format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=run.spec.tokenizer_dir,
                                                qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
     it = make_iterator(records, fn, PipelineConfig(

@@ -2,7 +2,10 @@
 
 A run directory holds `run.json` (the resolved config and the weights it was trained from) and
 its exports: `audio_adapter/` (Stage 1), `lora_peft/` and `emoadapter/` (Stage 2). The frozen
-backbone and audio encoder are read from the paths in `run.json`.
+backbone and audio encoder are read from the paths in `run.json`; the audio adapter (its kind
+and, for kind="qformer", its Q-Former and window settings) from the adapter export's
+adapter_config.json, which also decides the inputs (utterance windows, timestamps) of evaluation
+and chat.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.emotion import load_emotion_modules
 from vaemotion_jax.checkpoints.peft import load_lora_peft
 from vaemotion_jax.data.media import MediaSpec
+from vaemotion_jax.data.utterances import utterance_spec
 from vaemotion_jax.evaluation.runner import InputSpec
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.training import weights
@@ -87,5 +91,6 @@ def load_run(path: str, mesh=None) -> LoadedRun:
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype,
                                          emotion))
     spec = InputSpec(run["tokenizer_dir"], MediaSpec.from_config(c.data),
-                     c.get("joint_layout", "shared_grid"))
+                     c.get("joint_layout", "shared_grid"),
+                     utterance_spec(adapter_cfg, ast_model.config))
     return LoadedRun(model, params, spec, c, stage)

@@ -41,7 +41,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vaemotion_jax import sharding
 from vaemotion_jax.models import ast as ast_lib
-from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.data.utterances import utterance_spec
+from vaemotion_jax.models.adapters import make_audio_adapter
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
@@ -49,7 +50,7 @@ from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
 from vaemotion_jax.training.examples import layout_arrays
-from vaemotion_jax.training.stage1_run import video_grid
+from vaemotion_jax.training.stage1_run import adapter_config, video_grid
 from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
 # `--config` (a stage config name or path, as for training) is defined by the train entry point.
 from vaemotion_jax.train import expand_config_names
@@ -225,12 +226,7 @@ def model_configs(c, **qwen_runtime):
     qwen = qwen_config.preset(c.qwen_preset, dtype=c.dtype, scan_layers=c.scan_layers,
                               remat=c.remat, **qwen_runtime)
     ast = ast_lib.preset(c.ast_preset).replace(max_length=c.data.audio_max_length)
-    grid = video_grid(c)
-    adapter = AudioAdapterConfig(
-        kind=c.adapter.kind, num_tokens=int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2,
-        out_dim=qwen.text.hidden_size, seq_hidden=c.adapter.seq_hidden,
-        channel_hidden=c.adapter.channel_hidden, activation=c.adapter.activation)
-    return qwen, ast, adapter, grid
+    return qwen, ast, adapter_config(c, qwen), video_grid(c)
 
 
 def frozen_towers(c, qwen, ast) -> dict:
@@ -249,14 +245,18 @@ def adapter_params(adapter, ast):
     return jax.eval_shape(lambda r: module.init(r, feats)["params"], jax.random.key(0))
 
 
-def media_shapes(c, qwen, grid, batch: int) -> dict:
-    """{field: (shape, dtype)} of a batch's video rows, vision layout and fbank windows."""
+def media_shapes(c, qwen, ast, adapter, grid, batch: int) -> dict:
+    """{field: (shape, dtype)} of a batch's video rows, vision layout, fbank windows and, for
+    adapters that read utterance windows, utterance_mask (B, N_max, T_a)."""
     lay = layout_arrays(qwen, grid)
     k = c.data.audio_windows
+    utterances = utterance_spec(adapter, ast)
     return {"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim), np.float32),
             **{k_: ((batch,) + v.shape, np.int32) for k_, v in lay.items()},
             "fbank": ((batch, k, c.data.audio_max_length, 128), np.float32),
-            "fbank_mask": ((batch, k), np.bool_)}
+            "fbank_mask": ((batch, k), np.bool_),
+            **({"utterance_mask": ((batch,) + utterances.mask_shape, np.bool_)}
+               if utterances else {})}
 
 
 def target_length(c, tokens: int) -> int:
@@ -306,14 +306,14 @@ def stage1_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
             f"{c.max_response_tokens} response tokens")
 
 
-def stage1_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
+def stage1_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a Stage 1 batch after `attach_responses` (the fields
     the step reads, and the small ones it carries)."""
     a, i32 = target_length(c, c.max_response_tokens), np.int32
     return {"input_ids": ((batch, seq_len), i32), "position_ids": ((batch, seq_len, 3), i32),
             "attention_mask": ((batch, seq_len), np.bool_), "target_index": ((batch, a), i32),
             "target_ids": ((batch, a), i32), "target_mask": ((batch, a), np.bool_),
-            **media_shapes(c, qwen, grid, batch), "valid": ((batch,), np.bool_),
+            **media_shapes(c, qwen, ast, adapter, grid, batch), "valid": ((batch,), np.bool_),
             "video_grid_thw": ((batch, 3), i32), "second_per_grid_ts": ((batch,), np.float32)}
 
 
@@ -326,7 +326,7 @@ def stage1_program(c, mesh, options: Options) -> Program:
     seq_len, note = stage1_sequence(c, adapter.num_tokens, options)
     step = functools.partial(stage1.train_step, model=model, tx=optimizer(c), tau=c.tau,
                              align=c.align)
-    shapes = stage1_batch_shapes(c, qwen, grid, c.data.batch_size, seq_len)
+    shapes = stage1_batch_shapes(c, qwen, ast, adapter, grid, c.data.batch_size, seq_len)
     return program(c, mesh, step, boxed, tuple(c.trainable), shapes, seq_len, note)
 
 
@@ -349,7 +349,7 @@ def stage2_sequence(c, video_tokens: int, options: Options) -> tuple[int, str]:
             f"{STAGE2_ANSWER_TOKENS} answer tokens")
 
 
-def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
+def stage2_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -> dict:
     """{field: (global shape, dtype)} of a collated Stage 2 batch (`conversation_example`)."""
     a, i32 = target_length(c, STAGE2_ANSWER_TOKENS), np.int32
     return {"input_ids": ((batch, seq_len), i32), "input_ids_length": ((batch,), i32),
@@ -357,7 +357,7 @@ def stage2_batch_shapes(c, qwen, grid, batch: int, seq_len: int) -> dict:
             "target_index": ((batch, a), i32), "target_ids": ((batch, a), i32),
             "target_mask": ((batch, a), np.bool_), "modality": ((batch,), i32),
             **{f"{k}_length": ((batch,), i32) for k in ("target_index", "target_ids", "target_mask")},
-            **media_shapes(c, qwen, grid, batch), "va": ((batch, 3, 2), np.float32),
+            **media_shapes(c, qwen, ast, adapter, grid, batch), "va": ((batch, 3, 2), np.float32),
             "va_mask": ((batch, 3), np.bool_), "valid": ((batch,), np.bool_)}
 
 
@@ -392,7 +392,7 @@ def stage2_program(c, mesh, options: Options) -> Program:
     seq_len, note = stage2_sequence(c, adapter.num_tokens, options)
     step = functools.partial(stage2.train_step, model=model, tx=optimizer(c), lam=c.lam,
                              dropout=bool(lora) and c.lora.dropout > 0)
-    shapes = stage2_batch_shapes(c, qwen, grid, c.data.batch_size, seq_len)
+    shapes = stage2_batch_shapes(c, qwen, ast, adapter, grid, c.data.batch_size, seq_len)
     return program(c, mesh, step, boxed, patterns, shapes, seq_len, note)
 
 

@@ -13,7 +13,8 @@ A line is a JSON object with these fields (only `id` and a media path are requir
                  a multiple-choice item: `options` 2-26 strings, `answer` the right letter
                  ("A" is options[0]), `category` e.g. "OE" or "Sp-AV", `modality` a|v|av
                  (which inputs the model gets); question/options/answer come together
-  utterances     [[start, end], ...] seconds, relative to the file, start < end
+  utterances     [[start, end], ...] seconds, relative to the file, start < end (the local
+                 windows of the kind="qformer" audio adapter, data/utterances.py)
   split          e.g. "train" | "heldout" | "test"
   caption        a short description of the clip
   meta           free-form object, ignored by the pipeline (e.g. a dataset's own label)

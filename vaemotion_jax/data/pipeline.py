@@ -51,9 +51,10 @@ from typing import Any, Callable, Mapping, Sequence
 import grain
 import numpy as np
 
-from vaemotion_jax.data.decode import BadExample, Clip, decode_record
+from vaemotion_jax.data.decode import SAMPLE_RATE, BadExample, Clip, decode_record
 from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest, validate_record
 from vaemotion_jax.data.media import MediaSpec, clip_inputs
+from vaemotion_jax.data.utterances import UtteranceSpec, prompt_with
 
 log = logging.getLogger("vaemotion_jax.data")
 
@@ -102,6 +103,30 @@ def clip_features(clip: Clip, features: str, media: MediaSpec, where: str) -> di
     return clip_inputs(clip, media, where)
 
 
+def utterance_features(spec: UtteranceSpec, utterances, clip: Clip, features: dict,
+                       media: MediaSpec) -> dict:
+    """The clip's `utterance_mask` (N_max, T_a) bool and `timestamps` text over the AST windows
+    its features average (data/utterances.py), with their notes added to the features' notes;
+    a clip without decoded audio gets an all-False mask and no timestamps."""
+    if "fbank_mask" not in features:
+        return {"utterance_mask": np.zeros(spec.mask_shape, bool)}
+    starts, _ = media.audio_window_starts(len(clip.audio))
+    averaged = starts[:int(features["fbank_mask"].sum())] / SAMPLE_RATE
+    out = spec.clip_inputs(utterances, clip.start, clip.end, averaged)
+    return {**out, "notes": tuple(features.get("notes", ())) + out["notes"]}
+
+
+def clip_text(question: str, features: dict) -> str:
+    """The text of the user turn that carries the clip: the clip's window timestamps first when
+    the run's adapter reads utterance windows (the instruction-aware prompt), else `question`."""
+    return prompt_with(features.get("timestamps", ""), question)
+
+
+def utterance_arrays(features: dict) -> dict[str, np.ndarray]:
+    """{"utterance_mask": (N_max, T_a) bool} for adapters that read utterance windows, else {}."""
+    return {"utterance_mask": features["utterance_mask"]} if "utterance_mask" in features else {}
+
+
 def _missing(record: Record, name: str) -> bool:
     if name.startswith("labels."):
         return not record.labels or name.split(".", 1)[1] not in record.labels
@@ -118,6 +143,8 @@ class ExampleFn:
     `BadExample` to skip a record. `require` names record fields an example must have
     ("conversations", "labels", "labels.av", ...). Runs inside worker processes, so everything
     here must pickle. An example's `notes` (from the features) reach the iterator's counts.
+    `utterances` (runs whose audio adapter reads utterance windows, data/utterances.py) adds
+    the clip's `utterance_mask` and `timestamps` to the features (`utterance_features`).
     """
 
     media: MediaSpec
@@ -126,17 +153,22 @@ class ExampleFn:
     video: bool = True
     audio: bool = True
     require: tuple[str, ...] = ()
+    utterances: UtteranceSpec | None = None
     # Keep each clip's features after its first use (evaluation: many questions share a clip).
     # Per process; memory grows with the number of distinct clips.
     reuse_clips: bool = False
     _clips: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _features(self, record: Record) -> dict:
-        key = (record.media, record.video, record.audio, record.start, record.end)
+        key = (record.media, record.video, record.audio, record.start, record.end,
+               tuple(map(tuple, record.utterances or ())))
         if self.reuse_clips and key in self._clips:
             return self._clips[key]
         clip = decode_record(record, self.media.decode_options(self.video, self.audio))
         features = clip_features(clip, self.features, self.media, record.where)
+        if self.utterances is not None:
+            features.update(utterance_features(self.utterances, record.utterances, clip, features,
+                                               self.media))
         if self.reuse_clips:
             self._clips[key] = features
         return features
@@ -169,6 +201,10 @@ NOTE_TEXT = {
                   "over the clip with gaps; raise data.audio_windows to cover it",
     "targets_truncated": "assistant tokens beyond the configured cap are left out of the loss "
                          "(max_target_tokens)",
+    "utterances_fallback": "no utterance in the clip: adapter.no_utterances decides its windows "
+                           "(fixed windows, or the global Q-Former alone)",
+    "utterance_windows_dropped": "more windows in the clip than adapter.max_utterances: the "
+                                 "later ones are left out",
 }
 
 

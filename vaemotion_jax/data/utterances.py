@@ -19,23 +19,22 @@ window: a local window then marks, in each AST window it overlaps, the patches o
 That is the best the averaged features allow; the exact AcoustEmo setting is one AST window
 (clips up to 10.24 s).
 
-Wiring (kind="qformer"; per example, on the host, next to `clip_inputs`):
-    starts, _ = spec.audio_window_starts(len(clip.audio))          # samples from the clip start
-    starts = starts[:int(fbank_mask.sum())] / SAMPLE_RATE           # the windows averaged
-    mask, windows, label = utterance_inputs(adapter_cfg, record.utterances, clip_start,
-                                            clip_end, ast_config, starts)
-    example["utterance_mask"] = mask          # (N_max, T_a) bool; batched (B, N_max, T_a),
-                                              # sharded on the batch axis like fbank_mask
-    question = with_timestamps(question, windows, label)   # the user turn, training and eval
-with clip_start/clip_end the clip's window in file seconds (record.start or 0, record.end or
-the file's duration). The model then takes `audio_tokens(fbank, fbank_mask, utterance_mask)`
-(and `enhanced_tokens(..., utterance_mask=...)`). Without the utterance Q-Former the mask is
-None and may be left out.
+Wiring (kind="qformer" with the utterance Q-Former; `utterance_spec` gives the `UtteranceSpec`):
+the pipeline's `ExampleFn(utterances=spec)` adds per clip `utterance_mask` (N_max, T_a) bool
+(batched (B, N_max, T_a), sharded on the batch axis like fbank_mask) and the `timestamps` text,
+from the record's `utterances` over the clip's window in file seconds and the starts of the
+AST windows its features average (`UtteranceSpec.clip_inputs`). Every stage's format_fn (and
+the evaluation's) puts the timestamps before the text of the user turn that carries the clip
+(`pipeline.clip_text`), so training, evaluation and chat read the same text. The model then
+takes `audio_tokens(fbank, fbank_mask, utterance_mask)` (and `enhanced_tokens(...,
+utterance_mask=...)`). Without the utterance Q-Former the spec is None: no mask, no timestamps.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -125,8 +124,12 @@ def timestamps_text(windows: Sequence[Window], label: str = "Utterance") -> str:
 
 def with_timestamps(question: str, windows: Sequence[Window], label: str = "Utterance") -> str:
     """The instruction-aware prompt (AcoustEmo 3.4): the windows' timestamps, then the question."""
-    text = timestamps_text(windows, label)
-    return f"{text}\n{question}" if text else question
+    return prompt_with(timestamps_text(windows, label), question)
+
+
+def prompt_with(timestamps: str, question: str) -> str:
+    """`timestamps` (a `timestamps_text`) on its own line before the question ('' adds nothing)."""
+    return f"{timestamps}\n{question}" if timestamps else question
 
 
 def utterance_inputs(config, utterances: Sequence[Sequence[float]] | None, clip_start: float,
@@ -147,3 +150,55 @@ def utterances_inside(utterances: Sequence[Sequence[float]] | None, clip_start: 
                       clip_end: float) -> int:
     """How many utterances overlap the clip [clip_start, clip_end)."""
     return sum(1 for s, e in (utterances or ()) if min(e, clip_end) > max(s, clip_start))
+
+
+def window_notes(config, utterances: Sequence[Sequence[float]] | None, clip_start: float,
+                 clip_end: float) -> tuple[str, ...]:
+    """What the pipeline counts about a clip's windows: "utterances_fallback" (windows=
+    "utterances" but none in the clip: `no_utterances` decides), "utterance_windows_dropped"
+    (more windows than N_max)."""
+    fallback = config.windows == "utterances" and not utterances_inside(utterances, clip_start,
+                                                                       clip_end)
+    every = clip_windows(utterances, clip_start, clip_end, sys.maxsize, config.windows,
+                         config.window_seconds, config.no_utterances)
+    return (("utterances_fallback",) if fallback else ()) + (
+        ("utterance_windows_dropped",) if len(every) > config.max_utterances else ())
+
+
+@dataclass(frozen=True)
+class UtteranceSpec:
+    """The host side of a kind="qformer" adapter with the utterance Q-Former: its config
+    (N_max, windows, ...) and the AST's (grid, strides). Frozen and picklable, for the
+    pipeline's worker processes."""
+    adapter: Any     # AudioAdapterConfig (models/adapters.py)
+    ast: Any         # ASTConfig (models/ast.py)
+
+    @property
+    def mask_shape(self) -> tuple[int, int]:
+        """(N_max, T_a) of one clip's utterance_mask."""
+        return self.adapter.max_utterances, self.ast.num_tokens
+
+    @property
+    def timestamps_key(self) -> str:
+        """Names the settings that decide a clip's timestamps text (for caches of responses
+        to prompts that carry it)."""
+        a = self.adapter
+        return f"ts{a.max_utterances}-{a.windows}-{a.window_seconds:g}s-{a.no_utterances}"
+
+    def clip_inputs(self, utterances: Sequence[Sequence[float]] | None, clip_start: float,
+                    clip_end: float, window_starts: Sequence[float] = (0.0,)) -> dict:
+        """A clip [clip_start, clip_end) (file seconds) whose features average the AST windows
+        starting at `window_starts` (seconds from clip_start): {"utterance_mask": (N_max, T_a)
+        bool, "timestamps": the prompt's timestamps text ('' without windows), "notes": ...}."""
+        mask, windows, label = utterance_inputs(self.adapter, utterances, clip_start, clip_end,
+                                                self.ast, window_starts)
+        return {"utterance_mask": mask, "timestamps": timestamps_text(windows, label),
+                "notes": window_notes(self.adapter, utterances, clip_start, clip_end)}
+
+
+def utterance_spec(adapter, ast) -> UtteranceSpec | None:
+    """The `UtteranceSpec` of an adapter that reads utterance windows (kind="qformer" with the
+    utterance Q-Former), else None (no utterance_mask, no timestamps)."""
+    if adapter.kind == "qformer" and adapter.utterance_qformer:
+        return UtteranceSpec(adapter, ast)
+    return None

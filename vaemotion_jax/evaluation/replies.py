@@ -1,6 +1,8 @@
 """Free-form replies to one question about many media files (chat, and the Stage 2 report's
 emotion-word read-out): batched greedy generation with the evaluation's own input code, so a
-clip gets the inputs and positions it was trained with; unusable files are named, not fatal."""
+clip gets the inputs and positions it was trained with (and, for a kind="qformer" adapter, the
+utterance windows and timestamped prompt of a clip without utterances: data/utterances.py);
+unusable files are named, not fatal."""
 from __future__ import annotations
 
 import functools

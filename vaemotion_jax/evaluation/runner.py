@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from vaemotion_jax.data.decode import BadExample
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import Record
-from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.data.pipeline import (ExampleFn, PipelineConfig, clip_text, make_iterator,
+                                         utterance_arrays)
+from vaemotion_jax.data.utterances import UtteranceSpec
 from vaemotion_jax.evaluation.prompts import option_letters, record_prompt
 from vaemotion_jax.evaluation.scoring import Prediction, make_prediction, unanswered_prediction
 from vaemotion_jax.generate import greedy_generate
@@ -44,10 +46,12 @@ PROMPT_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How media and text become model inputs (the run's own settings, as in training)."""
+    """How media and text become model inputs (the run's own settings, as in training);
+    `utterances` for audio adapters that read utterance windows (data/utterances.py)."""
     tokenizer_dir: str
     media: MediaSpec
     joint_layout: str = "shared_grid"
+    utterances: UtteranceSpec | None = None
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -58,7 +62,9 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
                    pad_absent: bool = False, prompt: str | None = None,
                    question_only: bool = False) -> dict:
     """Pipeline `format_fn`: the item's prompt (ending in the generation prompt) with its
-    pathway's placeholders, right-padded later; media (zeros for a stream the item lacks)."""
+    pathway's placeholders, right-padded later; media (zeros for a stream the item lacks). The
+    prompt follows the clip's window timestamps, as in training, for adapters that read
+    utterance windows."""
     modality = record.modality or "a"
     if modality in ("v", "av") and "pixel_values_videos" not in features:
         raise BadExample(record.where, f"modality {modality} needs a video stream", "no_video")
@@ -72,7 +78,8 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
     text = (prompt if prompt is not None else record.question if question_only
             else record_prompt(record, benchmark, pad_absent))
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
-    ids = encode_chat(cached_tokenizer(spec.tokenizer_dir), [{"role": "user", "content": text}],
+    ids = encode_chat(cached_tokenizer(spec.tokenizer_dir),
+                      [{"role": "user", "content": clip_text(text, features)}],
                       video_tokens=n, add_generation_prompt=True)["input_ids"].astype(np.int32)
     rows, media = int(np.prod(grid)), spec.media
     return {"prompt_ids": ids,
@@ -83,7 +90,7 @@ def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, ben
             "fbank": features.get("fbank", np.zeros((media.audio_windows, media.audio_frames, 128),
                                                     np.float32)),
             "fbank_mask": features.get("fbank_mask", np.zeros(media.audio_windows, bool)),
-            **layout_arrays(qwen, grid)}
+            **utterance_arrays(features), **layout_arrays(qwen, grid)}
 
 
 def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
@@ -91,7 +98,7 @@ def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
                question_only: bool = False) -> ExampleFn:
     """Decodes only the streams the items need (audio-only items: no video). `prompt` replaces
     the items' own multiple-choice prompt (free questions, emotion read-outs)."""
-    return ExampleFn(media=spec.media, video=modality != "a",
+    return ExampleFn(media=spec.media, video=modality != "a", utterances=spec.utterances,
                      format_fn=functools.partial(prompt_example, spec=spec, qwen=qwen,
                                                  benchmark=benchmark, pad_absent=pad_absent,
                                                  prompt=prompt, question_only=question_only),
@@ -102,18 +109,18 @@ def _layout(batch):
     return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
 
 
+def _enhanced(m: VAEmotionLLM, batch):
+    return m.enhanced_tokens(batch["fbank"], batch["fbank_mask"], batch["pixel_values_videos"],
+                             _layout(batch), batch.get("utterance_mask"))
+
+
 def _pathway(m: VAEmotionLLM, batch):
-    e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["fbank_mask"], batch["pixel_values_videos"],
-                                 _layout(batch))
-    return m.pathway_tokens(e_a, e_v, batch["modality"])
+    return m.pathway_tokens(*_enhanced(m, batch), batch["modality"])
 
 
 def emotions(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
     """V-A predictions (B, 3, 2) for the (a, v, av) pathways (models with a supervisor)."""
-    def run(m):
-        return m.emotions(*m.enhanced_tokens(batch["fbank"], batch["fbank_mask"],
-                                             batch["pixel_values_videos"], _layout(batch)))
-    return model.apply({"params": params}, method=run)
+    return model.apply({"params": params}, method=lambda m: m.emotions(*_enhanced(m, batch)))
 
 
 def pathway_tokens(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
@@ -141,8 +148,9 @@ def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targ
     (R, S) / `batch["full_positions"]` (R, S, 3) prompt + continuation; targets/mask (R, A) the
     continuation tokens, predicted from positions starts (R,) + arange(A)."""
     def run(m):
-        item = {k: batch[k][rows] for k in ("fbank", "fbank_mask", "pixel_values_videos",
-                                           "patch_index", "patch_hw", "token_index", "modality")}
+        item = {k: batch[k][rows] for k in ("fbank", "fbank_mask", "utterance_mask",
+                                           "pixel_values_videos", "patch_index", "patch_hw",
+                                           "token_index", "modality") if k in batch}
         s = batch["full_ids"].shape[1]
         h = m.hidden(batch["full_ids"], jnp.moveaxis(batch["full_positions"], -1, 0),
                      jnp.arange(s)[None] < batch["full_length"][:, None], _pathway(m, item))
@@ -291,7 +299,7 @@ def valence_arousal(model: VAEmotionLLM, params, spec: InputSpec, records: Seque
         if r.media not in seen and r.labels:
             seen.add(r.media)
             clips.append(Record(id=r.id, media=r.media, start=r.start, end=r.end, modality="av",
-                                labels=r.labels))
+                                labels=r.labels, utterances=r.utterances))
     qwen = model.config.qwen
     it = make_iterator(clips, example_fn(spec, qwen, "artemo", "av", prompt=""),
                        PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax.data.decode import BadExample
+from vaemotion_jax.data.pipeline import clip_text, utterance_arrays
 from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
@@ -44,19 +45,23 @@ def prompt_for(clip_id: str, prompts: Sequence[str], seed: int, epoch: int = 0) 
 
 def prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_VLConfig,
                    prompts: Sequence[str], seed: int) -> dict:
-    """Pipeline `format_fn`: prompt tokens (ending in the generation prompt) + media + layout."""
+    """Pipeline `format_fn`: prompt tokens (ending in the generation prompt) + media + layout;
+    the prompt follows the clip's window timestamps, and utterance_mask is added, when the
+    adapter reads utterance windows (data/utterances.py)."""
     if "pixel_values_videos" not in features or "fbank" not in features:
         raise BadExample(record.where, "stage 1 needs both a video and an audio stream", "missing_stream")
     grid = features["video_grid_thw"]
     n_video = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2
     prompt = prompt_for(record.id, prompts, seed, record.epoch)
-    ids = encode_chat(cached_tokenizer(tokenizer_dir), [{"role": "user", "content": prompt}],
+    ids = encode_chat(cached_tokenizer(tokenizer_dir),
+                      [{"role": "user", "content": clip_text(prompt, features)}],
                       video_tokens=n_video, add_generation_prompt=True)["input_ids"]
     return {"prompt_ids": ids.astype(np.int32), "video_grid_thw": np.asarray(grid, np.int32),
             "second_per_grid_ts": np.float64(features["second_per_grid_ts"]),
             "epoch": np.int32(record.epoch),
             "pixel_values_videos": features["pixel_values_videos"], "fbank": features["fbank"],
-            "fbank_mask": features["fbank_mask"], **layout_arrays(qwen, grid)}
+            "fbank_mask": features["fbank_mask"], **utterance_arrays(features),
+            **layout_arrays(qwen, grid)}
 
 
 def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen2_5_VLConfig,
@@ -162,12 +167,17 @@ def teacher_responses(model, params, batch: dict, qwen: Qwen2_5_VLConfig, max_ne
 
 
 class ResponseCache:
-    """Teacher responses on disk: one JSON file per (backbone fingerprint, generation settings),
-    mapping "clip id\\tprompt" to token ids. Appended batch by batch, so nothing is lost."""
+    """Teacher responses on disk: one JSON file per (backbone fingerprint, generation settings,
+    `timestamps` settings: UtteranceSpec.timestamps_key of runs whose prompts carry window
+    timestamps, else ""), mapping "clip id\\tprompt" to token ids. Appended batch by batch, so
+    nothing is lost."""
 
-    def __init__(self, directory: str, backbone_fingerprint: str, max_new_tokens: int):
+    def __init__(self, directory: str, backbone_fingerprint: str, max_new_tokens: int,
+                 timestamps: str = ""):
         os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"teacher-{backbone_fingerprint[:16]}-n{max_new_tokens}.jsonl")
+        suffix = f"-{timestamps}" if timestamps else ""
+        self.path = os.path.join(directory, f"teacher-{backbone_fingerprint[:16]}-n"
+                                            f"{max_new_tokens}{suffix}.jsonl")
         self.entries: dict[str, list[int]] = {}
         if os.path.exists(self.path):
             with open(self.path) as f:
@@ -219,11 +229,17 @@ def student_logits(model, params, batch):
     pos = jnp.moveaxis(batch["position_ids"], -1, 0)
 
     def run(m):
-        z_a = m.audio_tokens(batch["fbank"], batch["fbank_mask"])
+        z_a = m.audio_tokens(batch["fbank"], batch["fbank_mask"], batch.get("utterance_mask"))
         h = m.hidden(batch["input_ids"], pos, batch["attention_mask"], z_a)
         return m.logits(_gather(h, batch["target_index"])), z_a
 
     return model.apply({"params": params}, method=run)
+
+
+def audio_tokens(model, params, batch):
+    """z_a (B, L_v, D) of a batch's audio (and utterance windows, for adapters that read them)."""
+    return model.apply({"params": params}, batch["fbank"], batch["fbank_mask"],
+                       batch.get("utterance_mask"), method="audio_tokens")
 
 
 def batch_layout(batch):

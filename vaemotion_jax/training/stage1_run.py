@@ -23,6 +23,7 @@ from vaemotion_jax import sharding
 from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
+from vaemotion_jax.data.utterances import UtteranceSpec, utterance_spec
 from vaemotion_jax.inference import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
@@ -73,9 +74,27 @@ def video_grid(c) -> tuple[int, int, int]:
     return MediaSpec.from_config(c.data).grid
 
 
-def example_fn(c, assets: Assets, qwen) -> ExampleFn:
+# AudioAdapterConfig fields of kind="qformer" that come from `c.adapter`.
+QFORMER_FIELDS = ("queries", "qformer_dim", "qformer_layers", "qformer_heads", "qformer_mlp",
+                  "max_utterances", "global_qformer", "utterance_qformer", "windows",
+                  "window_seconds", "no_utterances")
+
+
+def adapter_config(c, qwen) -> AudioAdapterConfig:
+    """The audio adapter of `c.adapter`: L_v tokens of the run's video grid, d_v the LLM width;
+    the qformer fields only for kind="qformer" (other kinds keep the defaults, so their
+    adapter_config.json does not depend on them)."""
+    a = c.adapter
+    qformer = {k: a[k] for k in QFORMER_FIELDS} if a.kind == "qformer" else {}
+    return AudioAdapterConfig(
+        kind=a.kind, num_tokens=int(np.prod(video_grid(c))) // qwen.vision.spatial_merge_size ** 2,
+        out_dim=qwen.text.hidden_size, seq_hidden=a.seq_hidden, channel_hidden=a.channel_hidden,
+        activation=a.activation, **qformer)
+
+
+def example_fn(c, assets: Assets, qwen, utterances: UtteranceSpec | None = None) -> ExampleFn:
     return ExampleFn(
-        media=MediaSpec.from_config(c.data),
+        media=MediaSpec.from_config(c.data), utterances=utterances,
         format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=assets.tokenizer_dir,
                                     qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
 
@@ -97,11 +116,7 @@ def build(c, assets: Assets, mesh):
     qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
         c, assets.backbone_path, assets.audio_encoder_path, mesh)
     qwen = qwen_model.config
-    grid = video_grid(c)
-    adapter_cfg = AudioAdapterConfig(
-        kind=c.adapter.kind, num_tokens=int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2,
-        out_dim=qwen.text.hidden_size, seq_hidden=c.adapter.seq_hidden,
-        channel_hidden=c.adapter.channel_hidden, activation=c.adapter.activation)
+    adapter_cfg = adapter_config(c, qwen)
     adapter_params = weights.init_adapter(adapter_cfg, ast_model.config, mesh,
                                           jax.random.key(c.seed))
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype))
@@ -115,7 +130,7 @@ def epochs_needed(c, num_train: int) -> int:
 
 
 def fill_teacher_cache(cache: stage1.ResponseCache, records: Sequence[Record], epochs: int, c,
-                       assets, qwen, qwen_model, backbone_params) -> None:
+                       examples: ExampleFn, qwen, qwen_model, backbone_params) -> None:
     """Generates (once) the teacher's response to every (clip, prompt) pair that `epochs`
     passes over `records` draw, and logs how many responses reached the generation cap."""
     seen, missing = set(), []
@@ -128,8 +143,7 @@ def fill_teacher_cache(cache: stage1.ResponseCache, records: Sequence[Record], e
     if missing:
         log.info("teacher: generating %d responses (%d clips x their prompts over %d epochs; "
                  "cached in %s)", len(missing), len(records), epochs, cache.path)
-        it = make_iterator(missing, example_fn(c, assets, qwen),
-                           pipeline(c, qwen, c.teacher_batch, False))
+        it = make_iterator(missing, examples, pipeline(c, qwen, c.teacher_batch, False))
         done, t0 = 0, time.time()
         for batch in it:
             responses = stage1.teacher_responses(qwen_model, backbone_params, batch, qwen,
@@ -160,6 +174,9 @@ def responses_for(batch: dict, cache: stage1.ResponseCache, c) -> list[list[int]
     return out
 
 
+AUDIO_FIELDS = ("fbank", "fbank_mask", "utterance_mask")  # what `stage1.audio_tokens` reads
+
+
 class HeldOut:
     """The held-out clips, prepared once: KL / top-1 of eq. (1)'s distributions, and how often
     the audio-only response names the attributes the video response names."""
@@ -168,8 +185,7 @@ class HeldOut:
         self.c, self.batches, self.model, self.qwen_model = c, batches, model, qwen_model
         self.mesh, self.vocabulary, self.tok = mesh, vocabulary, tokenizer
         self.step = jax.jit(functools.partial(stage1.eval_step, model=model, tau=c.tau))
-        self.audio = jax.jit(lambda p, fb, mask: model.apply({"params": p}, fb, mask,
-                                                             method=VAEmotionLLM.audio_tokens))
+        self.audio = jax.jit(functools.partial(stage1.audio_tokens, model))
 
     def distributions(self, params) -> dict[str, float]:
         sums, n = {}, 0.0
@@ -185,8 +201,8 @@ class HeldOut:
         """(teacher texts, student texts) for the held-out clips."""
         teacher, student = [], []
         for batch in self.batches:
-            z_a = sharding.to_host(self.audio(params, jnp.asarray(batch["fbank"]),
-                                              jnp.asarray(batch["fbank_mask"])))
+            audio = {k: jnp.asarray(batch[k]) for k in AUDIO_FIELDS if k in batch}
+            z_a = sharding.to_host(self.audio(params, audio))
             out = stage1.teacher_responses(self.qwen_model, params["backbone"], batch,
                                            self.qwen_model.config, self.c.max_response_tokens,
                                            visual_tokens=np.asarray(z_a))
@@ -228,6 +244,8 @@ def run(c) -> dict[str, Any]:
     with jax.set_mesh(mesh):
         model, qwen_model, params, adapter_cfg = build(c, assets, mesh)
         qwen = qwen_model.config
+        utterances = utterance_spec(adapter_cfg, model.config.ast)
+        examples = example_fn(c, assets, qwen, utterances)
         backbone_fp = fingerprint(assets.backbone_path)
         meta = {"backbone": {"path": assets.backbone_path, "fingerprint": backbone_fp},
                 "audio_encoder": {"path": assets.audio_encoder_path,
@@ -237,10 +255,11 @@ def run(c) -> dict[str, Any]:
         train, heldout = split_records(c, assets, "stage1.jsonl")
         heldout = heldout[:c.eval_clips]
         cache = stage1.ResponseCache(os.path.join(workdir, "teacher_cache"), backbone_fp,
-                                     c.max_response_tokens)
-        fill_teacher_cache(cache, heldout, 1, c, assets, qwen, qwen_model, params["backbone"])
+                                     c.max_response_tokens,
+                                     utterances.timestamps_key if utterances else "")
+        fill_teacher_cache(cache, heldout, 1, c, examples, qwen, qwen_model, params["backbone"])
         if c.teacher_responses == "cache":
-            fill_teacher_cache(cache, train, epochs_needed(c, len(train)), c, assets, qwen,
+            fill_teacher_cache(cache, train, epochs_needed(c, len(train)), c, examples, qwen,
                                qwen_model, params["backbone"])
 
         def complete(batch):
@@ -255,7 +274,7 @@ def run(c) -> dict[str, Any]:
         held = None
         if heldout:
             eval_batches = [complete(b) for b in make_iterator(
-                heldout, example_fn(c, assets, qwen), pipeline(c, qwen, c.teacher_batch, False))]
+                heldout, examples, pipeline(c, qwen, c.teacher_batch, False))]
             held = HeldOut(c, eval_batches, model, qwen_model, mesh,
                            world_vocabulary(assets.world_dir), cached_tokenizer(assets.tokenizer_dir))
 
@@ -267,7 +286,7 @@ def run(c) -> dict[str, Any]:
                                             align=c.align), donate_argnums=(0,))
         start = held.report(params) if held else {}
         log.info("held-out before training: %s", _fmt(start))
-        it = make_iterator(train, example_fn(c, assets, qwen),
+        it = make_iterator(train, examples,
                            pipeline(c, qwen, c.data.batch_size // jax.process_count(), True))
 
         def eval_fn(state, step):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaemotion_jax.data.decode import BadExample
-from vaemotion_jax.data.pipeline import NOTES, label_arrays
+from vaemotion_jax.data.pipeline import NOTES, clip_text, label_arrays, utterance_arrays
 from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
@@ -32,12 +32,21 @@ def placeholder_count(modality: str, grid, merge: int) -> int:
     return 2 * n if modality == "av" else n
 
 
+def clip_turns(turns, features: dict) -> list[dict]:
+    """The conversation with `clip_text` in its first user turn (the one the clip goes into):
+    the clip's window timestamps for adapters that read utterance windows."""
+    first = next((i for i, t in enumerate(turns) if t["role"] == "user"), None)
+    return [{**t, "content": clip_text(t["content"], features)} if i == first else t
+            for i, t in enumerate(turns)]
+
+
 def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen,
                          joint_layout: str, max_target_tokens: int = 0) -> dict:
     """Pipeline `format_fn`: tokens, positions and targets of the record's conversation with
-    its pathway's placeholders, the media, the layout, and the V-A labels. Every assistant
-    token is a target (the pipeline pads S and A to buckets); `max_target_tokens` > 0 keeps
-    only the first ones and notes the cut ("targets_truncated")."""
+    its pathway's placeholders, the media (with utterance_mask, and the timestamps in the first
+    user turn, for adapters that read utterance windows), the layout, and the V-A labels.
+    Every assistant token is a target (the pipeline pads S and A to buckets);
+    `max_target_tokens` > 0 keeps only the first ones and notes the cut ("targets_truncated")."""
     if "pixel_values_videos" not in features or "fbank" not in features:
         raise BadExample(record.where, "stage 2 needs both a video and an audio stream", "missing_stream")
     if not record.conversations:
@@ -46,7 +55,8 @@ def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen,
     grid = features["video_grid_thw"]
     sec = float(features["second_per_grid_ts"])
     n = placeholder_count(modality, grid, qwen.vision.spatial_merge_size)
-    enc = encode_chat(cached_tokenizer(tokenizer_dir), record.conversations, video_tokens=n)
+    enc = encode_chat(cached_tokenizer(tokenizer_dir), clip_turns(record.conversations, features),
+                      video_tokens=n)
     ids = enc["input_ids"].astype(np.int32)
     targets = np.flatnonzero(enc["assistant_mask"])
     if targets.size == 0:
@@ -62,7 +72,7 @@ def conversation_example(record, features: dict, *, tokenizer_dir: str, qwen,
         "target_mask": np.ones(targets.size, bool),
         "modality": np.int32(MODALITY_CODES[modality]),
         "pixel_values_videos": features["pixel_values_videos"], "fbank": features["fbank"],
-        "fbank_mask": features["fbank_mask"],
+        "fbank_mask": features["fbank_mask"], **utterance_arrays(features),
         **layout_arrays(qwen, grid), **label_arrays(record), NOTES: notes,
     }
 
@@ -82,7 +92,8 @@ def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
 
     def run(m):
         e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["fbank_mask"],
-                                     batch["pixel_values_videos"], layout)
+                                     batch["pixel_values_videos"], layout,
+                                     batch.get("utterance_mask"))
         tokens = m.pathway_tokens(e_a, e_v, batch["modality"])
         h = m.hidden(batch["input_ids"], positions, key_mask(batch), tokens, deterministic)
         logits = m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))

@@ -22,6 +22,7 @@ from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.data import synth
+from vaemotion_jax.data.utterances import UtteranceSpec, utterance_spec
 from vaemotion_jax.evaluation import replies
 from vaemotion_jax.evaluation import runner as eval_runner
 from vaemotion_jax.evaluation.emotion_words import emotion_word_report
@@ -56,6 +57,7 @@ def stage1_adapter_dir(c) -> str:
     with s1.unlocked():
         s1.workdir, s1.seed = c.stage1_dir, c.seed
         s1.data.world_dir = c.data.world_dir
+        s1.adapter = c.adapter
     run_stage1(s1)
     return path
 
@@ -125,22 +127,26 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
     return train, heldout
 
 
-def example_fn(c, assets, qwen) -> ExampleFn:
+def example_fn(c, assets, qwen, utterances: UtteranceSpec | None = None) -> ExampleFn:
     return ExampleFn(
-        media=MediaSpec.from_config(c.data),
+        media=MediaSpec.from_config(c.data), utterances=utterances,
         format_fn=functools.partial(stage2.conversation_example, tokenizer_dir=assets.tokenizer_dir,
                                     qwen=qwen, joint_layout=c.joint_layout,
                                     max_target_tokens=c.max_target_tokens))
 
 
-def input_spec(c, assets) -> eval_runner.InputSpec:
-    return eval_runner.InputSpec(assets.tokenizer_dir, MediaSpec.from_config(c.data), c.joint_layout)
+def input_spec(c, assets, model) -> eval_runner.InputSpec:
+    """How the evaluation makes `model`'s inputs: the run's media, joint layout and the
+    utterance windows of its audio adapter."""
+    return eval_runner.InputSpec(assets.tokenizer_dir, MediaSpec.from_config(c.data),
+                                 c.joint_layout,
+                                 utterance_spec(model.config.adapter, model.config.ast))
 
 
 def emotion_on_clips(c, assets, model, params, records) -> dict[str, float]:
     """CCC / MSE of the supervisor's V-A per pathway on one record per held-out clip."""
-    pred, true, mask = eval_runner.valence_arousal(model, params, input_spec(c, assets), records,
-                                                   c.teacher_batch)
+    pred, true, mask = eval_runner.valence_arousal(model, params, input_spec(c, assets, model),
+                                                   records, c.teacher_batch)
     return stage2.emotion_report(pred, true, mask)
 
 
@@ -194,7 +200,8 @@ def run(c) -> dict[str, Any]:
             step_fn = jax.jit(functools.partial(stage2.train_step, model=model, tx=tx, lam=c.lam,
                                                 dropout=bool(lora) and c.lora.dropout > 0),
                               donate_argnums=(0,))
-            it = make_iterator(train, example_fn(c, assets, qwen), PipelineConfig(
+            utterances = utterance_spec(adapter_cfg, ast_model.config)
+            it = make_iterator(train, example_fn(c, assets, qwen, utterances), PipelineConfig(
                 batch_size=c.data.batch_size // jax.process_count(),
                 buckets={"input_ids": tuple(c.data.seq_buckets),
                          "position_ids": tuple(c.data.seq_buckets),
@@ -236,7 +243,7 @@ def world_words(c, assets, heldout) -> list[tuple[str, dict]] | None:
 
 def emotion_words(c, assets, model, params, clips) -> dict:
     """Held-out emotion-word accuracy of free replies (evaluation/emotion_words.py)."""
-    spec = input_spec(c, assets)
+    spec = input_spec(c, assets, model)
     ask = lambda media, pathway, question: [
         a.response for a in replies.ask(model, params, spec, media, pathway, question,
                                         max_new_tokens=c.eval_chat_tokens, batch_size=c.teacher_batch)]
@@ -266,9 +273,9 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
         items = load_benchmark(benchmark, "artemo", split="heldout")
         if c.eval_items:
             items = items[:c.eval_items]
-        spec = input_spec(c, assets)
         for name, (m, p) in models:
-            preds = eval_runner.run_items(m, p, items, spec, "artemo", mode=c.eval_mode,
+            preds = eval_runner.run_items(m, p, items, input_spec(c, assets, m), "artemo",
+                                          mode=c.eval_mode,
                                           batch_size=c.teacher_batch,
                                           max_new_tokens=c.eval_max_new_tokens)
             rows[name] = artemo_row_from_predictions(preds)
