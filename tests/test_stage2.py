@@ -249,3 +249,36 @@ def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path
         training_records(c, assets)
     train, _ = training_records(override(c, {"data.general_fraction": 0.0}), assets)
     assert [r.id for r in train] == ["c1"]
+
+
+def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
+    """mc_fraction and general_fraction are shares of the whole mix; the emotion data is the
+    rest, and a pool too small for its share gives all it has."""
+    import configs.stage2
+    from configs.common import override
+    from vaemotion_jax.training.assets import Assets
+    from vaemotion_jax.training.stage2_run import training_records
+    chat = [{"role": "user", "content": "How does it feel?"}, {"role": "assistant", "content": "Calm."}]
+    lines = {
+        "stage2": [{"id": f"e{i}", "media": "c.mp4", "modality": "a", "labels": {"a": [0.1, 0.2]},
+                    "conversations": chat, "split": "train"} for i in range(6)],
+        "mc_train": [{"id": f"m{i}", "media": "c.mp4", "question": "Which?", "options": list("wxyz"),
+                      "answer": "B", "category": "OE", "modality": "a", "split": "train"}
+                     for i in range(20)],
+        "captions": [{"id": f"g{i}", "media": "c.mp4", "conversations": chat, "split": "train"}
+                     for i in range(2)]}
+    for name, records in lines.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assets = Assets(str(tmp_path), "", "", "")
+    from configs.common import resolve
+    c = resolve(override(configs.stage2.get_config(),
+                         {"data.mc_fraction": 0.25, "data.general_fraction": 0.25}))
+    train, _ = training_records(c, assets)
+    kinds = [r.id[0] for r in train]
+    # 6 emotion conversations are half of the mix: 3 multiple-choice items, and 3 general
+    # instructions wanted of which only 2 exist
+    assert (kinds.count("e"), kinds.count("m"), kinds.count("g")) == (6, 3, 2)
+    train, _ = training_records(override(c, {"data.mc_fraction": 0.0, "data.general_fraction": 0.0}), assets)
+    assert [r.id for r in train] == [f"e{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="mc_fraction"):
+        training_records(override(c, {"data.mc_fraction": 0.6, "data.general_fraction": 0.4}), assets)

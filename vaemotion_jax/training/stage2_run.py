@@ -93,17 +93,20 @@ def trainable_patterns(emotion: EmotionConfig, lora: bool) -> tuple[str, ...]:
 
 
 def training_records(c, assets) -> tuple[list[Record], list[Record]]:
-    """(train records: emotion conversations + the general share, held-out emotion records)."""
+    """(train records: the emotion conversations plus the multiple-choice and general shares,
+    held-out emotion records). `data.mc_fraction` and `data.general_fraction` are shares of the
+    final mix, drawn once (seeded) from their pools; the emotion conversations are the rest
+    (multiple-choice items come from the synthetic world's mc_train.jsonl, when there is one)."""
     path = c.data.train_manifest or os.path.join(assets.world_dir, "stage2.jsonl")
     records, problems = read_manifest(path, strict=c.data.strict)
     train = [r for r in records if r.split != "heldout"]
     heldout = [r for r in records if r.split == "heldout"]
+    shares = {"multiple-choice instructions": c.data.mc_fraction,
+              "general instructions": c.data.general_fraction}
+    if any(f < 0 for f in shares.values()) or sum(shares.values()) >= 1:
+        raise ValueError(f"data.mc_fraction and data.general_fraction must be >= 0 and sum to "
+                         f"less than 1 (the rest is the emotion data); got {shares}")
     mc_path = os.path.join(assets.world_dir, "mc_train.jsonl") if assets.world_dir else ""
-    if c.data.mc_instructions and mc_path and os.path.exists(mc_path):
-        items, more = read_manifest(mc_path, strict=c.data.strict)
-        problems += more
-        train += [as_instruction(r, style=c.data.mc_answer_style) for r in items
-                  if r.split != "heldout"]
     general_path = c.data.general_manifest or (os.path.join(assets.world_dir, "captions.jsonl")
                                                if assets.world_dir and not c.data.train_manifest
                                                else "")
@@ -114,16 +117,30 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
             "set: import them (python -m vaemotion_jax.data.importers videoinstruct ...) and give "
             "--config.data.general_manifest=FILE, or set --config.data.general_fraction=0 to "
             "train on the emotion data alone")
-    if general_path and c.data.general_fraction > 0:
+    pools = {}
+    if c.data.mc_fraction > 0 and mc_path and os.path.exists(mc_path):
+        items, more = read_manifest(mc_path, strict=c.data.strict)
+        problems += more
+        pools["multiple-choice instructions"] = [
+            as_instruction(r, style=c.data.mc_answer_style) for r in items if r.split != "heldout"]
+    if c.data.general_fraction > 0 and general_path:
         general, more = read_manifest(general_path, strict=c.data.strict)
         problems += more
-        general = [r for r in general if r.split != "heldout" and r.conversations]
-        want = int(round(len(train) * c.data.general_fraction / (1 - c.data.general_fraction)))
-        pick = np.random.default_rng(c.seed).choice(len(general), min(want, len(general)),
-                                                    replace=False)
-        train += [general[i] for i in sorted(pick)]
+        pools["general instructions"] = [r for r in general
+                                         if r.split != "heldout" and r.conversations]
     for p in problems:
         log.warning("skipped %s", p)
+    n_emotion = len(train)
+    mix = [f"{n_emotion} emotion conversations"]
+    rng = np.random.default_rng(c.seed)
+    rest = 1 - sum(shares[name] for name in pools)  # the emotion conversations' share
+    for name, pool in pools.items():
+        want = int(round(n_emotion * shares[name] / rest))
+        pick = rng.choice(len(pool), min(want, len(pool)), replace=False)
+        train += [pool[i] for i in sorted(pick)]
+        mix.append(f"{len(pick)} {name}" + ("" if len(pick) == want else
+                                            f" ({want} wanted, the pool has {len(pool)})"))
+    log.info("stage 2 training mix: %s", ", ".join(mix))
     return train, heldout
 
 
