@@ -314,7 +314,8 @@ def pretrain_vision(visual: dict, model, qwen, world_dir: str, r) -> dict:
     probe = vision_batch(frame_windows(frames[:1], np.zeros(1, int), r), seconds, qwen, r)
     p = {"visual": visual,
          "head": head.init(jax.random.key(r["seed"]), tokens(visual, probe))["params"]}
-    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, r["vision_lr"], 20, r["vision_steps"]),
+    tx = optax.adamw(optax.warmup_cosine_decay_schedule(
+        0.0, r["vision_lr"], min(20, r["vision_steps"] // 2), r["vision_steps"]),
                      weight_decay=0.01)
     opt = tx.init(p)
 
