@@ -140,12 +140,14 @@ def main() -> None:
     out = os.path.abspath(args.out)
     seeds = [int(x) for x in args.seeds.split(",")]
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     t = timings(out, args.timing_steps, args.topk)
-    t["heldout_after_training"] = heldout_topk(out, args.steps, args.topk)
     print_timings(t, args.topk)
+    t["heldout_after_training"] = heldout_topk(out, args.steps, args.topk)
     for name, r in t["heldout_after_training"].items():
         print(f"  after {args.steps} steps with the {name} teacher: held-out KL {r['kl']:.4f}, "
               f"top-1 {r['top1']:.3f}, attributes {r.get('attribute_agreement', float('nan')):.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     with open(os.path.join(out, "bench_stage1_timing.json"), "w") as f:
         json.dump(t, f, indent=2)
     if args.timing_only:

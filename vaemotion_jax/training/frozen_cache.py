@@ -8,9 +8,9 @@
   largest logits and their vocabulary ids, (R, k) each. The step then skips the teacher.
 
 What an entry depends on is its key: the directory carries everything its entries share (kind,
-weights fingerprint, dtype, media settings, form), the file name the entry's own part (the clip:
-media file path, size and mtime, start, end; for logits also the prompt + response tokens).
-Layout: <root>/<kind>-<16 hex>/spec.json and <2 hex>/<32 hex>.safetensors, one file per entry,
+weights fingerprint, dtypes, media settings, form, the source of the code that computes it),
+the file name the entry's own part (the clip: media file path, size and mtime, start, end; for
+logits also the prompt + response tokens). Layout: <root>/<kind>-<16 hex>/spec.json and <2 hex>/<32 hex>.safetensors, one file per entry,
 so every process of a multi-host run reads and writes its own rows on a shared filesystem. An
 entry is written to a temporary name and renamed, records its whole key, and is used only when
 key and shape match; a missing, unreadable or mismatched entry is (re)built and logged.
@@ -18,6 +18,7 @@ key and shape match; a missing, unreadable or mismatched entry is (re)built and 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -39,6 +40,29 @@ VERSION = 1
 def digest(obj) -> str:
     """sha256 hex of a JSON-able object (keys sorted)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# The code an entry's values come from: an edit to any of it is a new key (never a stale read).
+AST_CODE = ("vaemotion_jax.data.decode", "vaemotion_jax.data.media",
+            "vaemotion_jax.processing.fbank", "vaemotion_jax.models.ast",
+            "vaemotion_jax.models.layers")
+TEACHER_CODE = ("vaemotion_jax.data.decode", "vaemotion_jax.data.media",
+                "vaemotion_jax.processing.vision", "vaemotion_jax.models.layers",
+                "vaemotion_jax.models.qwen2_5_vl", "vaemotion_jax.training.stage1")
+
+
+def code_digest(modules: tuple[str, ...]) -> str:
+    """sha256 hex of the source of `modules` (a package: every .py file in it)."""
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        files = ([os.path.join(d, f) for d in spec.submodule_search_locations
+                  for f in sorted(os.listdir(d)) if f.endswith(".py")]
+                 if spec.submodule_search_locations else [spec.origin])
+        for file in files:
+            with open(file, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
 
 
 def stream_key(clip: str, stream: str) -> dict:
@@ -127,6 +151,7 @@ def audio_feature_cache(root: str, encoder_fingerprint: str, dtype, media) -> En
     """The cache of AST features for an encoder (its fingerprint and compute dtype) and the
     run's audio windows (MediaSpec `audio_frames`, `audio_windows`)."""
     return EntryCache(root, "ast", {"encoder": encoder_fingerprint, "dtype": jnp.dtype(dtype).name,
+                                    "code": code_digest(AST_CODE),
                                     "audio_frames": media.audio_frames,
                                     "audio_windows": media.audio_windows})
 
@@ -157,11 +182,14 @@ def attach_audio_features(batch: dict, cache: EntryCache, encode: Callable, mesh
 VIDEO_INPUTS = ("pixel_values_videos", "patch_index", "patch_hw", "token_index")
 
 
-def teacher_logit_cache(root: str, backbone_fingerprint: str, dtype, media, topk: int) -> EntryCache:
-    """The cache of teacher logits for a backbone (fingerprint, dtype), the run's frames and
-    frame size (MediaSpec), and the form (topk 0: exact, k: the k largest)."""
+def teacher_logit_cache(root: str, backbone_fingerprint: str, dtype, param_dtype, media,
+                        topk: int) -> EntryCache:
+    """The cache of teacher logits for a backbone (fingerprint, compute and weight dtypes), the
+    run's frames and frame size (MediaSpec), and the form (topk 0: exact, k: the k largest)."""
     return EntryCache(root, "teacher", {
-        "backbone": backbone_fingerprint, "dtype": jnp.dtype(dtype).name, "topk": topk,
+        "backbone": backbone_fingerprint, "dtype": jnp.dtype(dtype).name,
+        "param_dtype": jnp.dtype(param_dtype).name, "topk": topk,
+        "code": code_digest(TEACHER_CODE),
         "media": {k: getattr(media, k) for k in ("fps", "max_frames", "num_frames", "resized_hw",
                                                  "min_pixels", "max_pixels")}})
 

@@ -185,7 +185,7 @@ def teacher_logit_transform(c, workdir: str, model, params, backbone_fingerprint
     k = c.cache.teacher_topk
     qwen = model.config.qwen
     cache = frozen_cache.teacher_logit_cache(frozen_cache.cache_root(c, workdir),
-                                             backbone_fingerprint, qwen.dtype,
+                                             backbone_fingerprint, qwen.dtype, c.param_dtype,
                                              MediaSpec.from_config(c.data), k)
     log.info("cache: teacher logits at the response positions (%s) in %s (read when present, "
              "else built)", f"top {k}" if k else "exact", cache.directory)
