@@ -75,7 +75,8 @@ def timings(out: str, steps: int, topk: int) -> dict:
     for i, (name, values) in enumerate(settings.items()):
         rows[name], entry = time_cached(out, f"s{i}", steps, **values)
         sizes.update({f"{k} ({name})": v for k, v in entry.items()})
-    exact, top = first_metrics(os.path.join(out, "time_s2")), first_metrics(os.path.join(out, "time_s3"))
+    exact = first_metrics(os.path.join(out, "time_s2"))
+    top = first_metrics(os.path.join(out, "time_s3"))
     return {"seconds_per_step": {"cached responses": cached, "on the fly": fly, **rows},
             "entry_bytes": sizes,
             "first_step": {"exact": {k: exact[k] for k in ("loss", "kl", "top1")},

@@ -10,10 +10,11 @@
 What an entry depends on is its key: the directory carries everything its entries share (kind,
 weights fingerprint, dtypes, media settings, form, the source of the code that computes it),
 the file name the entry's own part (the clip: media file path, size and mtime, start, end; for
-logits also the prompt + response tokens). Layout: <root>/<kind>-<16 hex>/spec.json and <2 hex>/<32 hex>.safetensors, one file per entry,
-so every process of a multi-host run reads and writes its own rows on a shared filesystem. An
-entry is written to a temporary name and renamed, records its whole key, and is used only when
-key and shape match; a missing, unreadable or mismatched entry is (re)built and logged.
+logits also the prompt + response tokens). Layout: <root>/<kind>-<16 hex>/spec.json and
+<2 hex>/<32 hex>.safetensors, one file per entry, so every process of a multi-host run reads
+and writes its own rows on a shared filesystem. An entry is written to a temporary name and
+renamed, records its whole key, and is used only when key and shape match; a missing,
+unreadable or mismatched entry is (re)built and logged.
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class EntryCache:
         h = digest(key)[:32]
         return os.path.join(self.directory, h[:2], f"{h}.safetensors")
 
-    def get(self, key: dict, shapes: dict[str, tuple] | None = None) -> dict[str, np.ndarray] | None:
+    def get(self, key: dict,
+            shapes: dict[str, tuple] | None = None) -> dict[str, np.ndarray] | None:
         """The entry's arrays, or None when it is missing, unreadable, of another key or (given
         `shapes`) of other shapes; a bad file is logged and counted for rebuilding."""
         path = self.path(key)
