@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 
 
@@ -30,9 +31,12 @@ def stage1_config(workdir: str, **values):
     return override(configs.stage1.get_config(), {"workdir": workdir, **values})
 
 
-def time_steps(workdir: str, mode: str, steps: int, **values) -> float:
-    """Seconds per step after compilation (the first 3 steps are excluded)."""
+def time_steps(workdir: str, mode: str, steps: int, responses: str = "", **values) -> float:
+    """Seconds per step after compilation (the first 3 steps are excluded); `responses`: a
+    teacher_cache folder to start from (the same batches need the same responses)."""
     from vaemotion_jax.training.stage1_run import run
+    if responses and not os.path.exists(os.path.join(workdir, "teacher_cache")):
+        shutil.copytree(responses, os.path.join(workdir, "teacher_cache"))
     run(stage1_config(workdir, steps=steps, teacher_responses=mode, eval_clips=0, log_every=1,
                       checkpoint_every=10_000, **values))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -46,8 +50,9 @@ def time_cached(out: str, name: str, steps: int, **caches) -> tuple[float, dict]
     """Seconds per step of a run that reads every entry (a first run over the same batches
     builds them), and the mean bytes per entry of each cache kind."""
     values = {"cache.dir": os.path.join(out, f"cache_{name}"), **caches}
-    time_steps(os.path.join(out, f"build_{name}"), "cache", steps, **values)
-    seconds = time_steps(os.path.join(out, f"time_{name}"), "cache", steps, **values)
+    responses = os.path.join(out, "time_cache", "teacher_cache")
+    time_steps(os.path.join(out, f"build_{name}"), "cache", steps, responses, **values)
+    seconds = time_steps(os.path.join(out, f"time_{name}"), "cache", steps, responses, **values)
     sizes: dict = {}
     for d, _, files in os.walk(values["cache.dir"]):
         for f in files:
@@ -87,9 +92,11 @@ def heldout_topk(out: str, steps: int, topk: int) -> dict:
     """Held-out KL / top-1 / attributes (measured with the exact teacher) after training with
     the exact and the top-k teacher."""
     from vaemotion_jax.training.stage1_run import run
-    result = {}
+    result, responses = {}, os.path.join(out, "time_cache", "teacher_cache")
     for name, k in (("exact", 0), (f"top {topk}", topk)):
         w = os.path.join(out, f"train_{k}")
+        shutil.copytree(responses, os.path.join(w, "teacher_cache"))
+        responses = os.path.join(w, "teacher_cache")
         result[name] = run(stage1_config(w, steps=steps, **{
             "cache.dir": os.path.join(out, "cache_train"), "cache.teacher_logits": True,
             "cache.teacher_topk": k}))["end"]
