@@ -62,6 +62,77 @@ def time_cached(out: str, name: str, steps: int, **caches) -> tuple[float, dict]
     return seconds, {k: sum(v) / len(v) for k, v in sizes.items()}
 
 
+def alternating_steps(out: str, batches: int, rounds: int, topk: int) -> dict:
+    """The jitted step alone, on the same batches, each setting in turn within every round (so a
+    busy machine's drift hits all settings alike): median seconds per step; and the host time
+    of reading each cache per batch. Reads the entries the `time_cache` settings built."""
+    import functools
+    import statistics
+    import jax
+    from configs import common
+    from vaemotion_jax.training import frozen_cache, runner, stage1
+    from vaemotion_jax.training import stage1_run as s1
+    from vaemotion_jax.training.checkpoint import fingerprint
+    from vaemotion_jax.training.state import create_state, make_optimizer, split_params
+    from vaemotion_jax.data.pipeline import make_iterator
+    c = common.resolve(stage1_config(os.path.join(out, "alternating"), **{
+        "cache.dir": os.path.join(out, "cache_alternating"), "cache.audio_features": True,
+        "cache.teacher_logits": True}))
+    mesh, workdir = runner.start_run(c)
+    assets = s1.resolve_assets(c)
+    with jax.set_mesh(mesh):
+        model, qwen_model, params, _ = s1.build(c, assets, mesh)
+        qwen = qwen_model.config
+        backbone = fingerprint(assets.backbone_path)
+        responses = stage1.ResponseCache(os.path.join(workdir, "teacher_cache"), backbone,
+                                         c.max_response_tokens)
+        records = s1.split_records(c, assets, "stage1.jsonl")[0][:batches * c.data.batch_size]
+        examples = s1.example_fn(c, assets, qwen)
+        s1.fill_teacher_cache(responses, records, 1, c, examples, qwen, qwen_model,
+                              params["backbone"])
+        plain = [stage1.attach_responses(b, s1.responses_for(b, responses, c), qwen,
+                                         c.data.seq_buckets, c.data.target_buckets,
+                                         qwen.pad_token_id)
+                 for b in make_iterator(records, examples, s1.pipeline(c, qwen, c.data.batch_size,
+                                                                        False))]
+        ast = frozen_cache.audio_feature_transform(c, workdir, model, params,
+                                                   fingerprint(assets.audio_encoder_path), mesh)
+        exact = s1.teacher_logit_transform(c, workdir, model, params, backbone, mesh)
+        with c.unlocked():
+            c.cache.teacher_topk = topk
+        top = s1.teacher_logit_transform(c, workdir, model, params, backbone, mesh)
+        transforms = {"none": [], "AST features": [ast], "teacher logits (exact)": [exact],
+                      "both (exact)": [ast, exact], f"both (top {topk})": [ast, top]}
+        host, inputs = {}, {}
+        for name, ts in transforms.items():
+            for t in ts:          # the first pass builds the entries, the timed one reads them
+                [t[1](b) for b in plain]
+            started = time.process_time()
+            made = []
+            for b in plain:
+                for t in ts:
+                    b = t[1](b)
+                made.append(runner.global_batch(b, mesh))
+            host[name] = (time.process_time() - started) / len(plain)
+            inputs[name] = made
+        trainable, frozen = split_params(params, tuple(c.trainable))
+        tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, 0.0, 1.0)
+        state = create_state(trainable, tx, jax.random.key_data(jax.random.key(0)))
+        step = jax.jit(functools.partial(stage1.train_step, model=model, tx=tx, tau=c.tau,
+                                         align=c.align))
+        seconds: dict = {name: [] for name in inputs}
+        for name, made in inputs.items():   # compile
+            jax.block_until_ready(step(state, frozen, made[0]))
+        for _ in range(rounds):
+            for name, made in inputs.items():
+                for b in made:
+                    started = time.perf_counter()
+                    jax.block_until_ready(step(state, frozen, b))
+                    seconds[name].append(time.perf_counter() - started)
+    return {"step_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+            "host_cpu_seconds_per_batch": host}
+
+
 def first_metrics(workdir: str) -> dict:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return json.loads(f.readline())
@@ -138,6 +209,8 @@ def main() -> None:
     p.add_argument("--timing-steps", type=int, default=20)
     p.add_argument("--out", default="runs/bench_stage1")
     p.add_argument("--topk", type=int, default=64)
+    p.add_argument("--alternating", action="store_true",
+                   help="only the jitted step per cache setting, alternating on the same batches")
     p.add_argument("--timing-only", action="store_true",
                    help="step times, cache sizes and the top-k comparison only (no Table 1)")
     args = p.parse_args()
@@ -149,6 +222,17 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.alternating:
+        a = alternating_steps(out, 4, 5, args.topk)
+        print("\nStage 1 jitted step per cache setting (median of 5 alternating rounds x 4 "
+              "batches; host: CPU s per batch to read the caches)")
+        for name, sec in a["step_seconds"].items():
+            print(f"  {name:<24} {sec:7.3f} s/step ({a['step_seconds']['none'] / sec:.2f}x)  "
+                  f"host {a['host_cpu_seconds_per_batch'][name]:.4f} s")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        with open(os.path.join(out, "bench_stage1_alternating.json"), "w") as f:
+            json.dump(a, f, indent=2)
+        return
     t = timings(out, args.timing_steps, args.topk)
     print_timings(t, args.topk)
     t["heldout_after_training"] = heldout_topk(out, args.steps, args.topk)
