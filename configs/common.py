@@ -91,6 +91,12 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     # (static shapes without cutting responses).
     c.data.target_buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
+    # Caches of frozen work on disk, keyed by the weights' fingerprints and the media settings
+    # (training/frozen_cache.py; README "Caches of frozen work"). Off: every step runs them.
+    c.cache = ml_collections.ConfigDict()
+    c.cache.dir = ""                # "" = <workdir>/frozen_cache; one dir can serve many runs
+    c.cache.audio_features = False  # the frozen AST's features per clip (both stages)
+
     c.adapter = ml_collections.ConfigDict()
     c.adapter.kind = "mlp"
     c.adapter.seq_hidden = ml_collections.FieldReference(None, field_type=int)

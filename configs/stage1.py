@@ -25,6 +25,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_response_tokens = 24    # generation cap of the teacher's greedy response (the tiny
                                   # world's answers end by ~14 tokens; longer ones are counted)
     c.teacher_batch = 32          # clips per batch when generating teacher responses
+    c.cache.teacher_logits = False  # cache the teacher's logits at the response positions
+    c.cache.teacher_topk = 0        # 0: exact logits; k > 0: only the k largest, renormalised
+                                    # (far smaller; changes the loss: README)
     c.prompts = common.STAGE1_PROMPTS
 
     # Optimisation: AdamW (paper); lr/schedule are ours (the paper gives 1e-5 only for stage 2,

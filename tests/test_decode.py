@@ -188,3 +188,23 @@ def test_an_endless_run_over_only_bad_files_stops_with_a_message(files):
     it = make_iterator(records, fn, PipelineConfig(batch_size=1))
     with pytest.raises(RuntimeError, match=r"no usable example in a whole epoch of 2 records.*1 no_audio, 1 unreadable"):
         next(it)
+
+
+def test_skipping_frames_nothing_refers_to_leaves_the_sampled_frames_identical(tmp_path,
+                                                                               monkeypatch):
+    """Frames with B-frames (x264 as the world encodes): decoding only the shown frames and the
+    frames they refer to gives bit-identical pictures to decoding every frame."""
+    from vaemotion_jax.data import decode
+    from vaemotion_jax.data.synth import write_mp4
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    frames = np.stack([np.roll(texture, (i, 2 * i), (0, 1)) for i in range(75)])
+    path = str(tmp_path / "b.mp4")
+    write_mp4(path, frames, 25, np.zeros(48000, np.float32), 16000)
+    for times in (sample_times(0.0, 3.0, fps=2.0), sample_times(1.1, 2.9, num_frames=3),
+                  np.array([0.0, 0.01, 2.99])):
+        skipped = decode.decode_frames(path, times)
+        with monkeypatch.context() as m:
+            m.setattr(decode, "shown_pts", lambda *a: None)
+            every = decode.decode_frames(path, times)
+        np.testing.assert_array_equal(skipped, every)

@@ -278,3 +278,34 @@ def test_7b_presets_resolve(name):
     assert c.data.batch_size % (hw.devices if -1 in c.mesh else shards) == 0
     assert c.data.batch_size >= hw.devices      # at least one clip per device
 
+
+
+def test_cached_abstract_batch_is_the_trainers_cached_batch(tmp_path):
+    """With the caches of frozen work on, the planner's batch is the one the trainer makes after
+    reading them: AST features instead of fbank, top-k teacher logits instead of the video."""
+    from vaemotion_jax.models import ast as ast_lib
+    from vaemotion_jax.training import frozen_cache
+    c = tiny(**{"cache.audio_features": True, "cache.teacher_logits": True,
+                "cache.teacher_topk": 4})
+    mesh = sharding.make_mesh((1, 2, 1))
+    with jax.set_mesh(mesh):
+        program = plan.stage1_program(c, mesh, plan.Options())
+    real = real_batch(c, c.data.batch_size)
+    b, a = real["target_mask"].shape
+    real["clip"] = np.array([json.dumps({"audio": [f"/clip{i}.wav", 1, 1], "video": [
+        f"/clip{i}.mp4", 1, 1], "start": None, "end": None}) for i in range(b)])
+    ast = ast_lib.preset(c.ast_preset).replace(max_length=c.data.audio_max_length)
+    shape = (ast.num_tokens, ast.hidden_size)
+    real = frozen_cache.attach_audio_features(
+        real, frozen_cache.EntryCache(str(tmp_path), "ast", {}),
+        lambda g: {"features": np.zeros((b,) + shape, np.float32)}, mesh, shape)
+    real = frozen_cache.attach_teacher_logits(
+        real, frozen_cache.EntryCache(str(tmp_path), "teacher", {}),
+        lambda g: {"logits": np.zeros((b, a, 4), np.float32),
+                   "index": np.zeros((b, a, 4), np.int32)}, mesh, 4, 4)
+    state, frozen, batch = program.args
+    assert set(batch) <= set(real) and "pixel_values_videos" not in batch
+    assert {"audio_features", "teacher_logits", "teacher_index"} <= set(batch)
+    for k, x in batch.items():
+        assert x.shape == real[k].shape, k
+    jax.eval_shape(program.step, state, frozen, batch)

@@ -245,16 +245,20 @@ def adapter_params(adapter, ast):
     return jax.eval_shape(lambda r: module.init(r, feats)["params"], jax.random.key(0))
 
 
-def media_shapes(c, qwen, ast, adapter, grid, batch: int) -> dict:
-    """{field: (shape, dtype)} of a batch's video rows, vision layout, fbank windows and, for
+def media_shapes(c, qwen, ast, adapter, grid, batch: int, video: bool = True) -> dict:
+    """{field: (shape, dtype)} of a batch's video rows and vision layout (if `video`), fbank
+    windows (or, with `cache.audio_features`, the cached AST features (B, T_a, d_a)) and, for
     adapters that read utterance windows, utterance_mask (B, N_max, T_a)."""
-    lay = layout_arrays(qwen, grid)
+    lay = layout_arrays(qwen, grid) if video else {}
     k = c.data.audio_windows
     utterances = utterance_spec(adapter, ast)
-    return {"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim), np.float32),
-            **{k_: ((batch,) + v.shape, np.int32) for k_, v in lay.items()},
-            "fbank": ((batch, k, c.data.audio_max_length, 128), np.float32),
-            "fbank_mask": ((batch, k), np.bool_),
+    audio = ({"audio_features": ((batch, ast.num_tokens, ast.hidden_size), c.param_dtype)}
+             if c.cache.audio_features else
+             {"fbank": ((batch, k, c.data.audio_max_length, 128), np.float32),
+              "fbank_mask": ((batch, k), np.bool_)})
+    return {**({"pixel_values_videos": ((batch, int(np.prod(grid)), qwen.vision.patch_dim),
+                                        np.float32)} if video else {}),
+            **{k_: ((batch,) + v.shape, np.int32) for k_, v in lay.items()}, **audio,
             **({"utterance_mask": ((batch,) + utterances.mask_shape, np.bool_)}
                if utterances else {})}
 
@@ -310,11 +314,16 @@ def stage1_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -
     """{field: (global shape, dtype)} of a Stage 1 batch after `attach_responses` (the fields
     the step reads, and the small ones it carries)."""
     a, i32 = target_length(c, c.max_response_tokens), np.int32
+    k = c.cache.teacher_topk
+    teacher = ({"teacher_logits": ((batch, a, k or qwen.text.vocab_size), c.dtype),
+                **({"teacher_index": ((batch, a, k), i32)} if k else {})}
+               if c.cache.teacher_logits else {})
     return {"input_ids": ((batch, seq_len), i32), "position_ids": ((batch, seq_len, 3), i32),
             "attention_mask": ((batch, seq_len), np.bool_), "target_index": ((batch, a), i32),
             "target_ids": ((batch, a), i32), "target_mask": ((batch, a), np.bool_),
-            **media_shapes(c, qwen, ast, adapter, grid, batch), "valid": ((batch,), np.bool_),
-            "video_grid_thw": ((batch, 3), i32), "second_per_grid_ts": ((batch,), np.float32)}
+            **media_shapes(c, qwen, ast, adapter, grid, batch, video=not teacher), **teacher,
+            "valid": ((batch,), np.bool_), "video_grid_thw": ((batch, 3), i32),
+            "second_per_grid_ts": ((batch,), np.float32)}
 
 
 @register("stage1")
@@ -529,6 +538,15 @@ def collective_traffic(hlo: str, devices: int) -> dict[str, float]:
     return total(entry)
 
 
+def cache_levers(c) -> str:
+    """Which caches of frozen work the step reads instead of running (training/frozen_cache.py)."""
+    k = c.cache.get("teacher_topk", 0)
+    on = (["AST features"] if c.cache.audio_features else []) + (
+        [f"teacher logits ({f'top {k}' if k else 'exact'})"]
+        if c.cache.get("teacher_logits", False) else [])
+    return " + ".join(on) or "none"
+
+
 def make_plan(c, mesh, options: Options = Options()) -> Plan:
     """Builds the config's stage program on `mesh`, compiles it, and reads XLA's analysis."""
     if c.stage not in PROGRAMS:
@@ -536,7 +554,8 @@ def make_plan(c, mesh, options: Options = Options()) -> Plan:
     proxy = (options.cpu_proxy and mesh.devices.flat[0].platform == "cpu"
              and "bfloat16" in (c.dtype, c.param_dtype))
     levers = {"dtype": c.dtype, "param_dtype": c.param_dtype, "remat": c.remat,
-              "scan_layers": bool(c.scan_layers), "batch_size": c.data.batch_size}
+              "scan_layers": bool(c.scan_layers), "batch_size": c.data.batch_size,
+              "caches": cache_levers(c)}
     if proxy:
         c = proxy_config(c)
     with jax.set_mesh(mesh):      # the mesh context that makes logical constraints bind

@@ -40,7 +40,8 @@ class TensorInfo:
     nbytes: int
 
 
-def _read_header(path: str) -> dict[str, TensorInfo]:
+def _header(path: str) -> tuple[int, dict]:
+    """(header bytes, parsed header) of a safetensors file; CheckpointError names the problem."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -53,9 +54,13 @@ def _read_header(path: str) -> dict[str, TensorInfo]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     try:
-        header = json.loads(raw)
+        return n, json.loads(raw)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: unreadable safetensors header ({e})") from None
+
+
+def _read_header(path: str) -> dict[str, TensorInfo]:
+    n, header = _header(path)
     size = os.path.getsize(path)
     out = {}
     for key, meta in header.items():
@@ -71,6 +76,17 @@ def _read_header(path: str) -> dict[str, TensorInfo]:
                                   f"(truncated download?)")
         out[key] = info
     return out
+
+
+def read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors read into memory, metadata) of one safetensors file; CheckpointError if it is
+    truncated or malformed."""
+    infos = _read_header(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    tensors = {k: np.frombuffer(raw, np.uint8, i.nbytes, i.offset).view(i.dtype).reshape(i.shape)
+               for k, i in infos.items()}
+    return tensors, _header(path)[1].get("__metadata__", {})
 
 
 def read_config_json(path: str) -> tuple[str, dict]:
@@ -168,7 +184,7 @@ def save_safetensors_dir(tensors: Mapping[str, np.ndarray], path: str, config: d
              [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
     weight_map = {}
     for name, shard in zip(names, shards):
-        _write_file(os.path.join(path, name), shard, metadata or {"format": "pt"})
+        write_file(os.path.join(path, name), shard, metadata or {"format": "pt"})
         weight_map.update({k: name for k, _ in shard})
     if len(shards) > 1:
         total = sum(np.asarray(a).nbytes for _, a in items)
@@ -180,7 +196,8 @@ def save_safetensors_dir(tensors: Mapping[str, np.ndarray], path: str, config: d
     return names
 
 
-def _write_file(path: str, items: list[tuple[str, np.ndarray]], metadata: dict) -> None:
+def write_file(path: str, items: list[tuple[str, np.ndarray]], metadata: dict) -> None:
+    """Writes one safetensors file atomically: to a temporary name of this process, then renamed."""
     header: dict = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
     offset = 0
     arrays = []
@@ -194,7 +211,7 @@ def _write_file(path: str, items: list[tuple[str, np.ndarray]], metadata: dict) 
         arrays.append(arr)
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)

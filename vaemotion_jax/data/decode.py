@@ -150,9 +150,11 @@ def _seek(container, stream, seconds: float):
         container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
 
 
-def _decoded(container, stream, path: str, what: str):
+def _decoded(container, stream, path: str, what: str, keep: set[int] | None = None):
     """Yields the stream's frames; a decoding error becomes `BadExample`, "truncated" when the
-    failing data reaches the end of the file, else "corrupt"."""
+    failing data reaches the end of the file, else "corrupt". With `keep` (presentation
+    timestamps), a packet outside it is decoded only if other frames refer to it: skipping a
+    non-reference frame leaves every other frame bit-identical."""
     import av
 
     size, data_end, t = os.path.getsize(path), 0, 0.0
@@ -160,6 +162,9 @@ def _decoded(container, stream, path: str, what: str):
         for packet in container.demux(stream):
             if packet.pos is not None and packet.pos >= 0:
                 data_end = max(data_end, packet.pos + packet.size)
+            if keep is not None:
+                skip = packet.pts is not None and packet.pts not in keep
+                stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
             for frame in packet.decode():
                 t = frame.time if frame.time is not None else t
                 yield frame
@@ -170,17 +175,44 @@ def _decoded(container, stream, path: str, what: str):
         raise BadExample(path, f"corrupt {what} data after {t:.2f} s ({_msg(e)})", "corrupt") from None
 
 
+def shown_pts(container, stream, times: np.ndarray) -> set[int] | None:
+    """Presentation timestamps of the frames on screen at `times` (the last frame at or before
+    each, else the first), read from the packets without decoding; None when a packet has no
+    timestamp or the demuxer fails (then every frame is decoded). Leaves the stream at its start."""
+    import av
+
+    try:
+        pts = []
+        for packet in container.demux(stream):
+            if packet.size == 0:      # the demuxer's end-of-stream marker
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+    except av.error.FFmpegError:
+        return None
+    finally:
+        container.seek(0, stream=stream, backward=True)
+    if not pts:
+        return None
+    pts = np.sort(np.asarray(pts))
+    ticks = np.floor(np.asarray(times) / stream.time_base + 1e-6 / stream.time_base)
+    return {int(pts[max(i - 1, 0)]) for i in np.searchsorted(pts, ticks, side="right")}
+
+
 def decode_frames(path: str, times: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
-    """The frames shown at `times` (seconds, ascending) -> (T, H, W, 3) uint8 RGB."""
+    """The frames shown at `times` (seconds, ascending) -> (T, H, W, 3) uint8 RGB. Frames no
+    sample shows and no other frame refers to are not decoded (`shown_pts`)."""
     with _open(path) as c:
         if not c.streams.video:
             raise BadExample(path, "no video stream", "no_video")
         stream = c.streams.video[0]
         frame_step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
+        keep = shown_pts(c, stream, times)
         _seek(c, stream, float(times[0]))
         out: list[np.ndarray | None] = [None] * len(times)
         k, prev = 0, None
-        for frame in _decoded(c, stream, path, "video"):
+        for frame in _decoded(c, stream, path, "video", keep):
             if frame.time is None:
                 continue
             if frame.time > times[k] + 1e-6:  # times[k] falls before this frame: `prev` was shown

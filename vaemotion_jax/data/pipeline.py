@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from collections import Counter
@@ -127,6 +128,24 @@ def utterance_arrays(features: dict) -> dict[str, np.ndarray]:
     return {"utterance_mask": features["utterance_mask"]} if "utterance_mask" in features else {}
 
 
+CLIP = "clip"  # the example field `ExampleFn(clip_keys=True)` adds
+
+
+def file_identity(path: str | None) -> list | None:
+    """[path, size, mtime_ns] of a media file (None without one): a replaced file is a new key."""
+    if not path:
+        return None
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def clip_identity(record: Record) -> str:
+    """A record's media as a JSON string: its audio and video files' identities and window."""
+    return json.dumps({"audio": file_identity(record.audio_path),
+                       "video": file_identity(record.video_path),
+                       "start": record.start, "end": record.end}, sort_keys=True)
+
+
 def _missing(record: Record, name: str) -> bool:
     if name.startswith("labels."):
         return not record.labels or name.split(".", 1)[1] not in record.labels
@@ -157,6 +176,9 @@ class ExampleFn:
     # Keep each clip's features after its first use (evaluation: many questions share a clip).
     # Per process; memory grows with the number of distinct clips.
     reuse_clips: bool = False
+    # Add each example's media identity as the string field `clip` (`clip_identity`), by which
+    # the caches of frozen work key their entries (training/frozen_cache.py).
+    clip_keys: bool = False
     _clips: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _features(self, record: Record) -> dict:
@@ -191,6 +213,8 @@ class ExampleFn:
             return Skipped(e.path, e.reason, e.kind, record.id)
         except Exception as e:  # a bug, not bad input: stop, but name the record that hit it
             raise RuntimeError(f"{record.where} (id {record.id!r}): {type(e).__name__}: {e}") from e
+        if self.clip_keys:
+            example[CLIP] = clip_identity(record)
         return {**example, "id": record.id, NOTES: tuple(notes)}
 
 

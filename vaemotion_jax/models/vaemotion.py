@@ -76,11 +76,15 @@ class VAEmotionLLM(nn.Module):
         mean = jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
         return jax.lax.stop_gradient(mean)
 
-    def audio_tokens(self, fbank, fbank_mask, utterance_mask=None) -> jnp.ndarray:
+    def audio_tokens(self, fbank, fbank_mask, utterance_mask=None, features=None) -> jnp.ndarray:
         """z_a (B, L_v, D): the adapter maps AST features into the visual token space.
         utterance_mask (B, N_max, T_a) bool: the local windows of kind="qformer" adapters
-        (data/utterances.py); other adapters ignore it."""
-        return self.audio_adapter(self.audio_features(fbank, fbank_mask), utterance_mask)
+        (data/utterances.py); other adapters ignore it. `features` (B, T_a, d_a): the AST
+        features read from the feature cache (training/frozen_cache.py), used instead of
+        running the encoder on fbank."""
+        if features is None:
+            features = self.audio_features(fbank, fbank_mask)
+        return self.audio_adapter(features, utterance_mask)
 
     def enhance(self, tokens) -> jnp.ndarray:
         """Eq. (2), position-wise; the identity when the enhancer is off."""
@@ -93,10 +97,11 @@ class VAEmotionLLM(nn.Module):
         return self.emotion_supervisor(tokens, mask)
 
     def enhanced_tokens(self, fbank, fbank_mask, pixel_values, vision_layout,
-                        utterance_mask=None):
+                        utterance_mask=None, features=None):
         """(Enh(z_a), Enh(z_v)), each (B, N, D). The adapter is frozen from Stage 2 on, so z_a
         is a constant here (no gradient reaches the adapter or the encoders)."""
-        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank, fbank_mask, utterance_mask))
+        z_a = jax.lax.stop_gradient(self.audio_tokens(fbank, fbank_mask, utterance_mask,
+                                                      features))
         return self.enhance(z_a), self.enhance(self.video_tokens(pixel_values, vision_layout))
 
     def emotions(self, e_a, e_v) -> jnp.ndarray:

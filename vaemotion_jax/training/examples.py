@@ -92,3 +92,11 @@ def pathway_positions(ids, modality: str, grid, second_per_grid: float, qwen: Qw
     if modality == "av":
         return joint_positions(ids, grid, second_per_grid, qwen, joint_layout)
     return rope_index_one(ids, [tuple(int(g) for g in grid)], [second_per_grid], qwen)
+
+
+def audio_inputs(batch: dict) -> dict:
+    """A batch's audio pathway inputs as `VAEmotionLLM.audio_tokens` keywords: fbank windows
+    (B, K, F, 128) with their mask (B, K), or the cached `audio_features` (B, T_a, d_a); and
+    utterance_mask (B, N_max, T_a) for adapters that read windows."""
+    return {"fbank": batch.get("fbank"), "fbank_mask": batch.get("fbank_mask"),
+            "utterance_mask": batch.get("utterance_mask"), "features": batch.get("audio_features")}

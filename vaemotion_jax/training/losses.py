@@ -11,29 +11,40 @@ import jax.numpy as jnp
 
 
 def soft_cross_entropy(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
-                       mask: jnp.ndarray, tau: float = 1.0) -> jnp.ndarray:
+                       mask: jnp.ndarray, tau: float = 1.0, teacher_index=None) -> jnp.ndarray:
     """Eq. (1) per example: (1/T) sum_t CE(softmax(l_v/tau), softmax(l_a/tau)).
 
     logits (B, T, V) at the positions that predict the assistant tokens; mask (B, T) marks real
-    tokens. The teacher is under stop_gradient. Returns (B,) (0 for rows without tokens).
+    tokens. The teacher is under stop_gradient. With `teacher_index` (B, T, k), the teacher is
+    its k largest logits (B, T, k) at those vocabulary ids, renormalised over them (the top-k
+    cache). Returns (B,) (0 for rows without tokens).
     """
     p = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / tau, -1)
-    log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / tau, -1)
-    ce = -jnp.sum(p * log_q, -1)
+    ce = -jnp.sum(p * _student_log_q(student_logits, tau, teacher_index), -1)
     return masked_mean(ce, mask)
 
 
-def kl_divergence(teacher_logits, student_logits, mask, tau: float = 1.0) -> jnp.ndarray:
+def kl_divergence(teacher_logits, student_logits, mask, tau: float = 1.0,
+                  teacher_index=None) -> jnp.ndarray:
     """KL(teacher || student) per example, averaged over masked positions: (B,)."""
     log_p = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / tau, -1)
-    log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / tau, -1)
+    log_q = _student_log_q(student_logits, tau, teacher_index)
     return masked_mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1), mask)
 
 
-def top1_agreement(teacher_logits, student_logits, mask) -> jnp.ndarray:
+def top1_agreement(teacher_logits, student_logits, mask, teacher_index=None) -> jnp.ndarray:
     """Fraction of masked positions where both argmaxes agree, per example: (B,)."""
-    same = jnp.argmax(teacher_logits, -1) == jnp.argmax(student_logits, -1)
+    top = jnp.argmax(teacher_logits, -1)
+    if teacher_index is not None:
+        top = jnp.take_along_axis(teacher_index, top[..., None], -1)[..., 0]
+    same = top == jnp.argmax(student_logits, -1)
     return masked_mean(same.astype(jnp.float32), mask)
+
+
+def _student_log_q(student_logits, tau: float, index=None) -> jnp.ndarray:
+    """log softmax(l_a / tau) over the vocabulary (B, T, V), or at `index` (B, T, k)."""
+    log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / tau, -1)
+    return log_q if index is None else jnp.take_along_axis(log_q, index, -1)
 
 
 def token_cross_entropy(logits, targets, mask) -> jnp.ndarray:

@@ -29,7 +29,7 @@ from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.training.examples import layout_arrays
+from vaemotion_jax.training.examples import audio_inputs, layout_arrays
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 log = logging.getLogger("vaemotion_jax.stage1")
@@ -229,7 +229,7 @@ def student_logits(model, params, batch):
     pos = jnp.moveaxis(batch["position_ids"], -1, 0)
 
     def run(m):
-        z_a = m.audio_tokens(batch["fbank"], batch["fbank_mask"], batch.get("utterance_mask"))
+        z_a = m.audio_tokens(**audio_inputs(batch))
         h = m.hidden(batch["input_ids"], pos, batch["attention_mask"], z_a)
         return m.logits(_gather(h, batch["target_index"])), z_a
 
@@ -238,8 +238,7 @@ def student_logits(model, params, batch):
 
 def audio_tokens(model, params, batch):
     """z_a (B, L_v, D) of a batch's audio (and utterance windows, for adapters that read them)."""
-    return model.apply({"params": params}, batch["fbank"], batch["fbank_mask"],
-                       batch.get("utterance_mask"), method="audio_tokens")
+    return model.apply({"params": params}, **audio_inputs(batch), method="audio_tokens")
 
 
 def batch_layout(batch):
@@ -247,12 +246,14 @@ def batch_layout(batch):
 
 
 def stage1_loss(trainable, frozen, batch, teacher, z_v, *, model, tau: float, align: str):
-    """Mean over the batch of eq. (1) (or the feature-alignment ablation); also KL and top-1."""
+    """Mean over the batch of eq. (1) (or the feature-alignment ablation); also KL and top-1.
+    A top-k cached teacher (B, A, k) comes with `teacher_index` in the batch."""
     logits, z_a = student_logits(model, merge_params(frozen, trainable), batch)
     rows = batch["valid"].astype(jnp.float32)
     mask = batch["target_mask"]
+    index = batch.get("teacher_index")
     if align == "logits":
-        per = losses.soft_cross_entropy(teacher, logits, mask, tau)
+        per = losses.soft_cross_entropy(teacher, logits, mask, tau, index)
     elif align == "features":
         token_mask = jnp.broadcast_to(batch["valid"][:, None], z_a.shape[:2])
         per = losses.feature_alignment(z_a, z_v, token_mask)
@@ -260,14 +261,18 @@ def stage1_loss(trainable, frozen, batch, teacher, z_v, *, model, tau: float, al
         raise ValueError(f"align must be 'logits' or 'features', got {align!r}")
     denom = jnp.maximum(rows.sum(), 1.0)
     loss = jnp.sum(per * rows) / denom
-    kl = jnp.sum(losses.kl_divergence(teacher, logits, mask, tau) * rows) / denom
-    top1 = jnp.sum(losses.top1_agreement(teacher, logits, mask) * rows) / denom
+    kl = jnp.sum(losses.kl_divergence(teacher, logits, mask, tau, index) * rows) / denom
+    top1 = jnp.sum(losses.top1_agreement(teacher, logits, mask, index) * rows) / denom
     return loss, {"kl": kl, "top1": top1}
 
 
 def train_step(state: TrainState, frozen, batch, *, model, tx, tau: float, align: str):
-    """One VG-Align step on the trainable params (the audio adapter)."""
-    teacher, z_v = teacher_logits(model, merge_params(frozen, state.params), batch)
+    """One VG-Align step on the trainable params (the audio adapter). A batch with
+    `teacher_logits` (the teacher cache, training/frozen_cache.py) skips the teacher."""
+    if "teacher_logits" in batch:
+        teacher, z_v = batch["teacher_logits"], None
+    else:
+        teacher, z_v = teacher_logits(model, merge_params(frozen, state.params), batch)
     grad_fn = jax.value_and_grad(stage1_loss, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, frozen, batch, teacher, z_v, model=model, tau=tau,
                                  align=align)

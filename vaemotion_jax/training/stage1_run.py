@@ -28,7 +28,7 @@ from vaemotion_jax.inference import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
-from vaemotion_jax.training import runner, stage1, weights
+from vaemotion_jax.training import frozen_cache, runner, stage1, weights
 from vaemotion_jax.training.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
@@ -95,6 +95,7 @@ def adapter_config(c, qwen) -> AudioAdapterConfig:
 def example_fn(c, assets: Assets, qwen, utterances: UtteranceSpec | None = None) -> ExampleFn:
     return ExampleFn(
         media=MediaSpec.from_config(c.data), utterances=utterances,
+        clip_keys=c.cache.audio_features or c.cache.teacher_logits,
         format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=assets.tokenizer_dir,
                                     qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
 
@@ -172,6 +173,34 @@ def responses_for(batch: dict, cache: stage1.ResponseCache, c) -> list[list[int]
             raise KeyError(f"no cached teacher response for clip {clip!r} and prompt {prompt!r}")
         out.append(r)
     return out
+
+
+def teacher_logit_transform(c, workdir: str, model, params, backbone_fingerprint: str, mesh):
+    """(cache, batch -> batch with the cached teacher) for `cache.teacher_logits`, else None."""
+    if not c.cache.teacher_logits:
+        return None
+    if c.align != "logits":
+        raise ValueError(f"cache.teacher_logits caches the teacher's logits; align={c.align!r} "
+                         "reads z_v instead: turn the cache off for it")
+    k = c.cache.teacher_topk
+    qwen = model.config.qwen
+    cache = frozen_cache.teacher_logit_cache(frozen_cache.cache_root(c, workdir),
+                                             backbone_fingerprint, qwen.dtype, c.param_dtype,
+                                             MediaSpec.from_config(c.data), k)
+    log.info("cache: teacher logits at the response positions (%s) in %s (read when present, "
+             "else built)", f"top {k}" if k else "exact", cache.directory)
+
+    def targets(p, batch):
+        logits, _ = stage1.teacher_logits(model, p, batch)
+        if not k:
+            return {"logits": logits}
+        values, index = jax.lax.top_k(logits, k)
+        return {"logits": values, "index": index.astype(jnp.int32)}
+
+    run = jax.jit(targets)
+    width = k or qwen.text.vocab_size
+    return cache, lambda batch: frozen_cache.attach_teacher_logits(
+        batch, cache, lambda g: run(params, g), mesh, width, k)
 
 
 AUDIO_FIELDS = ("fbank", "fbank_mask", "utterance_mask")  # what `stage1.audio_tokens` reads
@@ -271,6 +300,17 @@ def run(c) -> dict[str, Any]:
             return stage1.attach_responses(batch, responses, qwen, c.data.seq_buckets,
                                            c.data.target_buckets, qwen.pad_token_id)
 
+        caches = [t for t in (
+            frozen_cache.audio_feature_transform(c, workdir, model, params,
+                                                 meta["audio_encoder"]["fingerprint"], mesh),
+            teacher_logit_transform(c, workdir, model, params, backbone_fp, mesh)) if t]
+
+        def train_batch(batch):
+            batch = complete(batch)
+            for _, attach in caches:
+                batch = attach(batch)
+            return runner.global_batch(batch, mesh)
+
         held = None
         if heldout:
             eval_batches = [complete(b) for b in make_iterator(
@@ -296,11 +336,13 @@ def run(c) -> dict[str, Any]:
 
         state = runner.train_loop(
             workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
-            make_batch=lambda b: runner.global_batch(complete(b), mesh), step_fn=step_fn,
+            make_batch=train_batch, step_fn=step_fn,
             meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
             keep=c.keep_checkpoints, eval_every=c.eval_every, eval_fn=eval_fn if held else None,
             batch_size=c.data.batch_size,
             lr_schedule=schedule(c.optim.lr, c.optim.warmup_steps, c.steps))
+        for cache, _ in caches:
+            log.info("cache: %s", cache.summary())
         end = held.report(merge_params(frozen, state.params)) if held else {}
         log.info("held-out after training: %s", _fmt(end))
         weights.export_adapter(state.params["audio_adapter"], adapter_cfg,

@@ -20,7 +20,7 @@ from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.training.examples import layout_arrays, pathway_positions
+from vaemotion_jax.training.examples import audio_inputs, layout_arrays, pathway_positions
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 
@@ -91,9 +91,9 @@ def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
     emotion = model.config.emotion
 
     def run(m):
-        e_a, e_v = m.enhanced_tokens(batch["fbank"], batch["fbank_mask"],
-                                     batch["pixel_values_videos"], layout,
-                                     batch.get("utterance_mask"))
+        audio = audio_inputs(batch)
+        e_a, e_v = m.enhanced_tokens(audio.pop("fbank"), audio.pop("fbank_mask"),
+                                     batch["pixel_values_videos"], layout, **audio)
         tokens = m.pathway_tokens(e_a, e_v, batch["modality"])
         h = m.hidden(batch["input_ids"], positions, key_mask(batch), tokens, deterministic)
         logits = m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))

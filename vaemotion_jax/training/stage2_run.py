@@ -33,7 +33,7 @@ from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
-from vaemotion_jax.training import runner, stage2, weights
+from vaemotion_jax.training import frozen_cache, runner, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.stage1_run import resolve_assets
 from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
@@ -147,6 +147,7 @@ def training_records(c, assets) -> tuple[list[Record], list[Record]]:
 def example_fn(c, assets, qwen, utterances: UtteranceSpec | None = None) -> ExampleFn:
     return ExampleFn(
         media=MediaSpec.from_config(c.data), utterances=utterances,
+        clip_keys=c.cache.audio_features,
         format_fn=functools.partial(stage2.conversation_example, tokenizer_dir=assets.tokenizer_dir,
                                     qwen=qwen, joint_layout=c.joint_layout,
                                     max_target_tokens=c.max_target_tokens))
@@ -228,13 +229,19 @@ def run(c) -> dict[str, Any]:
                 shard_by="batch", worker_count=c.data.num_workers, strict=c.data.strict))
             log.info("stage 2 (%s): training %s on %d conversations", c.ablation,
                      ", ".join(patterns), len(train))
+            features = frozen_cache.audio_feature_transform(
+                c, workdir, model, params, fingerprint(assets.audio_encoder_path), mesh)
+            attach = features[1] if features else (lambda b: b)
             state = runner.train_loop(
                 workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
-                make_batch=lambda b: runner.global_batch(b, mesh), step_fn=step_fn, meta=meta,
+                make_batch=lambda b: runner.global_batch(attach(b), mesh), step_fn=step_fn,
+                meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
                 keep=c.keep_checkpoints, batch_size=c.data.batch_size,
                 lr_schedule=schedule(c.optim.lr, c.optim.warmup_steps, c.steps))
             params = merge_params(frozen, state.params)
+            if features:
+                log.info("cache: %s", features[0].summary())
         report = held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen,
                                  ast_model, adapter_cfg)
         export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts)
