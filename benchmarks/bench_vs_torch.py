@@ -19,10 +19,8 @@ trip count) and the share of the fp32 matmul peak XLA reaches in the same proces
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
-import math
 import os
 import sys
 import tempfile
