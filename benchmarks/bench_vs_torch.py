@@ -14,7 +14,7 @@ fits (`data.seq_buckets`), PyTorch runs the 158 tokens as they are. The steps al
 with their ratio, the step's matmul FLOPs (counted from the jaxpr, scanned layers times their
 trip count) and the share of the fp32 matmul peak XLA reaches in the same process.
 
-    python benchmarks/bench_vs_torch.py [--steps 15] [--threads 2]
+    python benchmarks/bench_vs_torch.py [--steps 15] [--cores 2]
 """
 from __future__ import annotations
 
@@ -207,11 +207,11 @@ def torch_adapter(params):
     import torch
 
     def linear(p):
-        kernel = torch.from_numpy(np.asarray(p["kernel"]))
+        kernel = torch.from_numpy(np.array(p["kernel"]))
         layer = torch.nn.Linear(*kernel.shape)
         with torch.no_grad():
             layer.weight.copy_(kernel.T)
-            layer.bias.copy_(torch.from_numpy(np.asarray(p["bias"])))
+            layer.bias.copy_(torch.from_numpy(np.array(p["bias"])))
         return layer
     return torch.nn.ModuleDict({n: linear(params[n]) for n in
                                 ("seq_fc1", "seq_fc2", "channel_fc1", "channel_fc2")})
@@ -262,7 +262,7 @@ def theirs(hf_qwen, hf_ast, adapter, batch, qwen, c):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adapter.parameters(), o.grad_clip)
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -271,17 +271,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=15, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    p.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    p.add_argument("--cores", type=int, default=2, help="CPUs this process may use (XLA sizes "
+                   "its thread pool by them) and PyTorch intra-op threads")
     p.add_argument("--out", help="write the numbers to this JSON file")
     args = p.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])  # before XLA starts
     import jax
     import numpy as np
     import torch
     import configs.stage1
     from configs import common
     from vaemotion_jax.models.adapters import AudioAdapterConfig
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.cores)
     c = common.resolve(configs.stage1.get_config())
     qwen, ast = sizes()
     adapter_cfg = AudioAdapterConfig(num_tokens=64, out_dim=qwen.text.hidden_size)
@@ -294,6 +296,7 @@ def main() -> None:
     jitted = jax.jit(step, donate_argnums=(0,))
     torch_step = theirs(hf_qwen, hf_ast, torch_adapter(adapter_params), batch, qwen, c)
 
+    load = os.getloadavg()[0]
     ours_t, theirs_t, losses = [], [], {}
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -312,7 +315,8 @@ def main() -> None:
     rate = flops / ours_s
     s = dev["input_ids"].shape[1]
     print(f"\nStage 1 step, fp32, B={BATCH}, {SEQ} tokens (ours padded to {s}), {args.steps} "
-          f"alternating steps each, median:")
+          f"alternating steps each, median (load average {load:.1f} -> "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.cores} used):")
     print(f"  step-0 loss          ours {losses['ours']:.6f}   PyTorch {losses['pytorch']:.6f}")
     print(f"  PyTorch (transformers) {theirs_s * 1e3:8.1f} ms")
     print(f"  ours (jitted)          {ours_s * 1e3:8.1f} ms   {theirs_s / ours_s:.2f}x PyTorch")
@@ -325,7 +329,8 @@ def main() -> None:
                        "ratio": theirs_s / ours_s, "gflop": flops / 1e9,
                        "peak_gflops": peak / 1e9, "share_of_peak": rate / peak,
                        "seq_padded": s, "ours_times": ours_t, "pytorch_times": theirs_t,
-                       "step0_loss": losses}, f, indent=2)
+                       "step0_loss": losses, "load_average": [load, os.getloadavg()[0]]},
+                      f, indent=2)
 
 
 if __name__ == "__main__":
