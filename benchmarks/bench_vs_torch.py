@@ -8,8 +8,9 @@ losses of both sides are printed as a check that they compute the same thing.
 
 Sizes (issue 15): text 512 x 8 layers (8 heads, 2 kv, MLP 1024), vocab 8192; vision 256 x 4
 blocks; AST 256 x 4 layers (602 tokens); B = 4, one (1, 16, 16) video per row, 158 tokens of
-which 64 are response targets. Ours pads the sequence to the config's smallest bucket that
-fits (`data.seq_buckets`), PyTorch runs the 158 tokens as they are. The steps alternate
+which 64 are response targets. Ours runs with the Stage 1 config's settings (layer scan, remat,
+optimiser) and pads the sequence to its smallest bucket that fits (`data.seq_buckets`);
+PyTorch runs the 158 tokens as they are. The steps alternate
 (ours, theirs, ours, ...) so that other load on the machine hits both alike; medians are printed
 with their ratio, the step's matmul FLOPs (counted from the jaxpr, scanned layers times their
 trip count) and the share of the fp32 matmul peak XLA reaches in the same process.
