@@ -151,7 +151,7 @@ def test_argument_memory_is_the_sharded_arguments():
     the planner's shardings are the ones the compiled step takes; FSDP shrinks them."""
     sizes = {}
     for fsdp in (1, 4):
-        c = tiny(**{"data.batch_size": 4})
+        c = tiny(**{"data.batch_size": 4, "scan_layers": True})
         mesh = sharding.make_mesh((1, fsdp, 1))
         with jax.set_mesh(mesh):
             program = plan.stage1_program(c, mesh, plan.Options())
