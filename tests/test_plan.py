@@ -151,7 +151,7 @@ def test_argument_memory_is_the_sharded_arguments():
     the planner's shardings are the ones the compiled step takes; FSDP shrinks them."""
     sizes = {}
     for fsdp in (1, 4):
-        c = tiny(**{"data.batch_size": 4})
+        c = tiny(**{"data.batch_size": 4, "scan_layers": True})
         mesh = sharding.make_mesh((1, fsdp, 1))
         with jax.set_mesh(mesh):
             program = plan.stage1_program(c, mesh, plan.Options())
@@ -179,7 +179,7 @@ def test_flops_count_every_scanned_layer_and_remat():
     """XLA counts a while loop's body once; the plan's FLOPs of a scanned step match the
     compiled unrolled step's. Full remat runs the student's layers forward twice."""
     mesh = sharding.make_mesh((1, 1, 1))
-    scanned = plan.make_plan(tiny(**{"data.batch_size": 2}), mesh)
+    scanned = plan.make_plan(tiny(**{"data.batch_size": 2, "scan_layers": True}), mesh)
     unrolled = plan.make_plan(tiny(**{"data.batch_size": 2, "scan_layers": False}), mesh)
     assert unrolled.flops == unrolled.compiled_flops
     assert scanned.flops == pytest.approx(unrolled.flops, rel=0.01)

@@ -147,6 +147,35 @@ def test_evaluate_generate_equals_the_generator(runs, tmp_path):
         assert pred["response"] == tok.decode(toks[0], skip_special_tokens=True)
 
 
+def test_evaluation_compiles_once_not_per_batch_or_call(runs):
+    """A second pass of `run_items` over the same items (several batches) compiles nothing, in
+    every mode: the programs are cached per shape, not per call or batch."""
+    from vaemotion_jax.evaluation.prompts import load_benchmark
+    from vaemotion_jax.evaluation.runner import run_items
+    from vaemotion_jax.inference import load_run
+    run = load_run(runs["stage1"])
+    world = json.load(open(os.path.join(runs["stage1"], "run.json")))["world_dir"]
+    items = load_benchmark(os.path.join(world, "benchmark.jsonl"), "artemo", split="heldout",
+                           modality="a")[:6]
+    compiles = []
+
+    def listener(event, secs, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for mode in ("generate", "loglik", "cloze"):
+            go = lambda: run_items(run.model, run.params, items, run.spec, "artemo", mode=mode,
+                                   batch_size=2, max_new_tokens=4)
+            first = go()
+            n = len(compiles)
+            assert [p.predicted for p in go()] == [p.predicted for p in first]
+            assert len(compiles) == n, f"{mode}: {len(compiles) - n} compilations on the second pass"
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def test_chat_answers_audio_file_and_video(runs, tmp_path):
     import soundfile as sf
     from vaemotion_jax.chat import respond

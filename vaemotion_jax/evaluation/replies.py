@@ -5,11 +5,9 @@ utterance windows and timestamped prompt of a clip without utterances: data/utte
 unusable files are named, not fatal."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from vaemotion_jax.data.manifest import Record
@@ -50,17 +48,17 @@ def ask(model, params, spec: eval_runner.InputSpec, media: Sequence[str], modali
     tok = cached_tokenizer(spec.tokenizer_dir)
     emotion = model.config.emotion
     has_va = emotion is not None and emotion.supervisor
-    tokens_fn = jax.jit(functools.partial(eval_runner.pathway_tokens, model))
-    va_fn = jax.jit(functools.partial(eval_runner.emotions, model)) if has_va else None
     it = question_batches(spec, qwen, media, modality, prompt, batch_size)
     answers: dict[int, Answer] = {}
     for batch in it:
         dev = eval_runner.device_batch(batch)
         ids, mask, pos = eval_runner.left_pad_prompts(batch, qwen.pad_token_id)
         out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
-                              visual_tokens=np.asarray(tokens_fn(params, dev)),
+                              visual_tokens=eval_runner.pathway_tokens(
+                                  model, params, eval_runner.media_fields(dev), modality),
                               position_ids=pos, max_new_tokens=max_new_tokens)
-        va = np.asarray(va_fn(params, dev)) if has_va else None
+        va = (np.asarray(eval_runner.emotions(model, params, eval_runner.media_fields(dev)))
+              if has_va else None)
         for b in np.flatnonzero(batch["valid"]):
             pair = None if va is None else tuple(float(x) for x in va[b, PATHWAY_INDEX[modality]])
             answers[int(batch["id"][b])] = Answer(tok.decode(out[b], skip_special_tokens=True), pair)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from vaemotion_jax.data.buckets import length_buckets
 from vaemotion_jax.data.decode import BadExample
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import Record
@@ -40,8 +41,11 @@ from vaemotion_jax.training.examples import layout_arrays, pathway_positions
 from vaemotion_jax.training.stage2 import placeholder_count
 
 log = logging.getLogger("vaemotion_jax.evaluate")
-_LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+# Prompt lengths, 2 per doubling: evaluation runs each shape for few batches, so a new shape's
+# compilation costs more than its padding saves (finer buckets were slower cold on the tiny model).
+_LENGTHS = length_buckets(64, 4096, per_octave=2)
 PROMPT_BUCKETS = {"prompt_ids": _LENGTHS, "position_ids": _LENGTHS}
+_SMALL = length_buckets(8, 4096)  # cloze rows (items x options) and option lengths
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,17 @@ def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
                      reuse_clips=True)
 
 
+# What the encoders read: the pathway tokens of a batch depend on these fields only.
+MEDIA_FIELDS = ("fbank", "fbank_mask", "utterance_mask", "pixel_values_videos", "patch_index",
+                "patch_hw", "token_index", "modality")
+
+
+def media_fields(batch: dict) -> dict:
+    """The batch's MEDIA_FIELDS: jitted encoders given only these compile once per media
+    shape, not once per prompt length."""
+    return {k: batch[k] for k in MEDIA_FIELDS if k in batch}
+
+
 def _layout(batch):
     return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
 
@@ -114,47 +129,60 @@ def _enhanced(m: VAEmotionLLM, batch):
                              _layout(batch), batch.get("utterance_mask"))
 
 
-def _pathway(m: VAEmotionLLM, batch):
-    return m.pathway_tokens(*_enhanced(m, batch), batch["modality"])
+def _pathway(m: VAEmotionLLM, batch, modality: str):
+    """The placeholder tokens (B, 2N, D) of a batch asked through one pathway ("a", "v", "av"):
+    only the encoders that pathway reads run; the unused half of a single pathway's tokens
+    repeats its own."""
+    e_a = e_v = None
+    if modality != "v":
+        e_a = m.enhance(jax.lax.stop_gradient(m.audio_tokens(
+            batch["fbank"], batch["fbank_mask"], batch.get("utterance_mask"))))
+    if modality != "a":
+        e_v = m.enhance(m.video_tokens(batch["pixel_values_videos"], _layout(batch)))
+    return m.pathway_tokens(e_v if e_a is None else e_a, e_a if e_v is None else e_v,
+                            batch["modality"])
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def emotions(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
     """V-A predictions (B, 3, 2) for the (a, v, av) pathways (models with a supervisor)."""
     return model.apply({"params": params}, method=lambda m: m.emotions(*_enhanced(m, batch)))
 
 
-def pathway_tokens(model: VAEmotionLLM, params, batch) -> jnp.ndarray:
-    """The placeholder tokens (B, 2N, D) of each item's pathway."""
-    return model.apply({"params": params}, batch, method=_pathway)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def pathway_tokens(model: VAEmotionLLM, params, batch, modality: str) -> jnp.ndarray:
+    """The placeholder tokens (B, 2N, D) of a batch whose items ask through `modality`."""
+    return model.apply({"params": params}, method=lambda m: _pathway(m, batch, modality))
 
 
-def last_logprobs(model: VAEmotionLLM, params, batch, candidates: jnp.ndarray) -> jnp.ndarray:
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def last_logprobs(model: VAEmotionLLM, params, batch, candidates: jnp.ndarray, modality: str
+                  ) -> jnp.ndarray:
     """Log-probabilities (B, K) of `candidates` (K,) token ids as the first reply token."""
     def run(m):
         s = batch["prompt_ids"].shape[1]
         mask = jnp.arange(s)[None] < batch["prompt_ids_length"][:, None]
         h = m.hidden(batch["prompt_ids"], jnp.moveaxis(batch["position_ids"], -1, 0), mask,
-                     _pathway(m, batch))
+                     _pathway(m, batch, modality))
         last = jnp.take_along_axis(h, (batch["prompt_ids_length"] - 1)[:, None, None], 1)
         return jax.nn.log_softmax(m.logits(last[:, 0]).astype(jnp.float32), -1)[:, candidates]
     return model.apply({"params": params}, method=run)
 
 
-def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targets, mask
-                          ) -> jnp.ndarray:
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targets, mask,
+                          modality: str) -> jnp.ndarray:
     """Summed log-probabilities (R,) of continuation tokens, one row per (item, option).
 
     batch: the items' prompt batch; rows (R,) which item each row is; `batch["full_ids"]`
     (R, S) / `batch["full_positions"]` (R, S, 3) prompt + continuation; targets/mask (R, A) the
     continuation tokens, predicted from positions starts (R,) + arange(A)."""
     def run(m):
-        item = {k: batch[k][rows] for k in ("fbank", "fbank_mask", "utterance_mask",
-                                           "pixel_values_videos", "patch_index", "patch_hw",
-                                           "token_index", "modality") if k in batch}
         s = batch["full_ids"].shape[1]
         h = m.hidden(batch["full_ids"], jnp.moveaxis(batch["full_positions"], -1, 0),
-                     jnp.arange(s)[None] < batch["full_length"][:, None], _pathway(m, item))
-        index = starts[:, None] + jnp.arange(targets.shape[1])[None]
+                     jnp.arange(s)[None] < batch["full_length"][:, None],
+                     _pathway(m, batch, modality)[rows])
+        index = jnp.minimum(starts[:, None] + jnp.arange(targets.shape[1])[None], s - 1)
         logp = jax.nn.log_softmax(m.logits(jnp.take_along_axis(h, index[..., None], 1))
                                   .astype(jnp.float32), -1)
         picked = jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
@@ -164,7 +192,8 @@ def continuation_logprobs(model: VAEmotionLLM, params, batch, rows, starts, targ
 
 def cloze_inputs(batch: dict, records: list[Record], tok, eos_id: int, buckets=_LENGTHS):
     """Prompt + each option as the reply: full ids/positions (R, S), rows, starts, targets,
-    mask and the option lengths, for `continuation_logprobs`."""
+    mask and the option lengths, for `continuation_logprobs`. R, S and the targets' length are
+    bucketed, so batches of similar items share one compiled program."""
     seqs, pos, rows, starts, conts = [], [], [], [], []
     for i, r in enumerate(records):
         if r is None:
@@ -178,8 +207,8 @@ def cloze_inputs(batch: dict, records: list[Record], tok, eos_id: int, buckets=_
                                        .repeat(3, 1)]))
             rows.append(i), starts.append(n - 1), conts.append(cont)
     s = next(b for b in buckets if b >= max(len(x) for x in seqs))
-    a = max(len(x) for x in conts)
-    r_ = len(seqs)
+    a = next(b for b in _SMALL if b >= max(len(x) for x in conts))
+    r_ = next(b for b in _SMALL if b >= len(seqs))  # padding rows: no tokens, nothing scored
     full = np.zeros((r_, s), np.int32)
     fpos = np.zeros((r_, s, 3), np.int32)
     tg = np.zeros((r_, a), np.int32)
@@ -188,9 +217,9 @@ def cloze_inputs(batch: dict, records: list[Record], tok, eos_id: int, buckets=_
         full[j, :len(x)], fpos[j, :len(x)] = x, p
         tg[j, :len(cnt)], mk[j, :len(cnt)] = cnt, 1
     lengths = np.asarray([len(x) for x in seqs], np.int32)
-    return ({"full_ids": full, "full_positions": fpos, "full_length": lengths},
-            np.asarray(rows, np.int32), np.asarray(starts, np.int32), tg, mk,
-            np.asarray([len(c) for c in conts]))
+    pad = lambda x: np.pad(np.asarray(x, np.int32), (0, r_ - len(seqs)))
+    return ({"full_ids": full, "full_positions": fpos, "full_length": pad(lengths)},
+            pad(rows), pad(starts), tg, mk, np.asarray([len(c) for c in conts]))
 
 
 def letter_token_ids(tokenizer, n: int) -> np.ndarray:
@@ -225,9 +254,6 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
     """Predictions for benchmark items, grouped by modality; progress is logged."""
     qwen = model.config.qwen
     tok = cached_tokenizer(spec.tokenizer_dir)
-    score = jax.jit(functools.partial(last_logprobs, model))
-    cloze = jax.jit(functools.partial(continuation_logprobs, model))
-    tokens_fn = jax.jit(functools.partial(pathway_tokens, model))
     by_id = {r.id: r for r in records}
     preds: list[Prediction] = []
     t0, done = time.time(), 0
@@ -246,7 +272,8 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
             if mode == "loglik":
                 n_opts = {len(by_id[str(batch["id"][i])].options) for i in rows}
                 k = max(n_opts)
-                lp = np.asarray(score(params, dev, jnp.asarray(letter_token_ids(tok, k))))
+                lp = np.asarray(last_logprobs(model, params, dev,
+                                              jnp.asarray(letter_token_ids(tok, k)), modality))
                 for i in rows:
                     r = by_id[str(batch["id"][i])]
                     preds.append(make_prediction(r, benchmark,
@@ -255,9 +282,10 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
                 items = [by_id[str(batch["id"][i])] if batch["valid"][i] else None
                          for i in range(len(batch["id"]))]
                 extra, rws, starts, tg, mk, lens = cloze_inputs(batch, items, tok, qwen.eos_token_id)
-                total = np.asarray(cloze(params, {**dev, **{k: jnp.asarray(v) for k, v in extra.items()}},
-                                         jnp.asarray(rws), jnp.asarray(starts), jnp.asarray(tg),
-                                         jnp.asarray(mk)))
+                total = np.asarray(continuation_logprobs(
+                    model, params, {**dev, **{k: jnp.asarray(v) for k, v in extra.items()}},
+                    jnp.asarray(rws), jnp.asarray(starts), jnp.asarray(tg), jnp.asarray(mk),
+                    modality))
                 j = 0
                 for i in rows:
                     r = by_id[str(batch["id"][i])]
@@ -268,7 +296,8 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
             elif mode == "generate":
                 ids, mask, pos = left_pad_prompts(batch, qwen.pad_token_id)
                 out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
-                                      visual_tokens=np.asarray(tokens_fn(params, dev)),
+                                      visual_tokens=pathway_tokens(model, params, media_fields(dev),
+                                                                    modality),
                                       position_ids=pos, max_new_tokens=max_new_tokens)
                 for i in rows:
                     r = by_id[str(batch["id"][i])]
@@ -305,11 +334,10 @@ def valence_arousal(model: VAEmotionLLM, params, spec: InputSpec, records: Seque
                        PipelineConfig(batch_size=batch_size, shuffle=False, num_epochs=1,
                                       drop_remainder=False, buckets=PROMPT_BUCKETS,
                                       pad_values={"prompt_ids": qwen.pad_token_id}))
-    fn = jax.jit(functools.partial(emotions, model))
     by_id = {r.id: r for r in clips}
     preds, trues, masks = [], [], []
     for batch in it:
-        va = np.asarray(fn(params, device_batch(batch)))
+        va = np.asarray(emotions(model, params, media_fields(device_batch(batch))))
         for b in np.flatnonzero(batch["valid"]):
             lab = label_arrays(by_id[str(batch["id"][b])])
             preds.append(va[b]), trues.append(lab["va"]), masks.append(lab["va_mask"])

@@ -48,15 +48,26 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray 
     """Scaled dot-product attention with grouped kv heads, softmax in float32.
 
     q: (..., S, H, D); k, v: (..., T, KV, D) with H a multiple of KV; mask broadcastable to
-    (..., 1, 1, S, T) as (..., S, T) booleans (True = attend). Returns (..., S, H, D).
+    (..., S, T) booleans (True = attend) or None. Returns (..., S, H, D).
+
+    Heads-major: the G = H / KV query heads of a kv head are stacked along the query axis, so
+    the scores are one (G*S, T) matmul per kv head, laid out the way the softmax reads them
+    (no transposed copies of the (S, T) matrices), and the softmax's division is applied to the
+    (G*S, D) output instead of the (G*S, T) probabilities.
     """
     *lead, s, h, d = q.shape
-    kv = k.shape[-2]
-    q = q.reshape(*lead, s, kv, h // kv, d)
-    scores = jnp.einsum("...skgd,...tkd->...kgst", q, k,
-                        preferred_element_type=jnp.float32) * (d ** -0.5)
+    t, kv = k.shape[-3:-1]
+    g = h // kv
+    qh = jnp.moveaxis(q.reshape(*lead, s, kv, g, d), -4, -2).reshape(*lead, kv, g * s, d)
+    kh, vh = jnp.moveaxis(k, -2, -3), jnp.moveaxis(v, -2, -3)             # (..., KV, T, D)
+    scores = jnp.einsum("...qd,...td->...qt", qh, kh,
+                        preferred_element_type=jnp.float32) * (d ** -0.5)  # (..., KV, G*S, T)
     if mask is not None:
-        scores = jnp.where(mask[..., None, None, :, :], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("...kgst,...tkd->...skgd", probs, v)
-    return out.reshape(*lead, s, h, d)
+        scores = jnp.where(mask[..., None, None, :, :], scores.reshape(*lead, kv, g, s, t),
+                           NEG_INF).reshape(*lead, kv, g * s, t)
+    top = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    weights = jnp.exp(scores - top)
+    out = jnp.einsum("...qt,...td->...qd", weights.astype(v.dtype), vh)
+    out = out.astype(jnp.float32) / jnp.sum(weights, -1, keepdims=True)
+    out = jnp.moveaxis(out.reshape(*lead, kv, g, s, d), -2, -4)            # (..., S, KV, G, D)
+    return out.reshape(*lead, s, h, d).astype(q.dtype)
