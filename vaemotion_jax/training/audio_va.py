@@ -113,3 +113,27 @@ def va_report(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     words = [emotion_word(p) == emotion_word(t) for p, t in zip(pred, true)]
     return {"accuracy": float(np.mean(words)), "ccc_valence": ccc(pred[:, 0], true[:, 0]),
             "ccc_arousal": ccc(pred[:, 1], true[:, 1])}
+
+
+def span_features(features: np.ndarray, spans: Sequence[tuple[float, float]], ast_config
+                  ) -> np.ndarray:
+    """features (N, T_a, d_a) of one AST window each, and a (start, end) seconds span per clip
+    -> (N, f * d_a): the span's time patches (eq. 1's mapping) averaged, per frequency patch."""
+    from vaemotion_jax.data.utterances import time_patches
+
+    f, t = ast_config.grid
+    grid = features[:, 2:].reshape(len(features), f, t, -1)      # frequency-major patch tokens
+    return np.stack([g[:, time_patches(a, b, ast_config)].mean(1).ravel()
+                     for g, (a, b) in zip(grid, spans)])
+
+
+def linear_probe(x: np.ndarray, classes: np.ndarray, train: np.ndarray, ridge: float = 1.0
+                 ) -> float:
+    """Held-out accuracy of a ridge one-vs-rest linear classifier: x (N, D) standardised on the
+    training rows, classes (N,) int, train (N,) bool (the rest is held out)."""
+    mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
+    z = np.c_[(x - mu) / sd, np.ones(len(x))]
+    onehot = np.eye(classes.max() + 1)[classes]
+    w = np.linalg.solve(z[train].T @ z[train] + ridge * np.eye(z.shape[1]),
+                        z[train].T @ onehot[train])
+    return float(np.mean(np.argmax(z[~train] @ w, 1) == classes[~train]))
