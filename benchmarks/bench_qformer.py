@@ -1,7 +1,7 @@
 """AcoustEmo's Table 2 on the embedded default: the audio adapters side by side on the utterance
 world (data/synth_utterances.py), where a brief cue inside one utterance decides the emotion.
 
-    python benchmarks/bench_qformer.py [--steps 400] [--seeds 0,1,2] [--clips 600]
+    python benchmarks/bench_qformer.py [--steps 800] [--seeds 0,1,2] [--clips 600]
 
 Rows: the paper's MLP adapter, the Q-Former with the global Q-Former only, with fixed 2 s
 windows, and with the utterance windows (the manifest's timestamps), each with the global
@@ -72,9 +72,29 @@ def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: 
     return lines
 
 
+def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
+    """Does the frozen AST hear the cue? Held-out accuracy of a linear probe of the cue (5
+    classes) on the AST features averaged over the cue span, its utterance, the whole clip."""
+    from vaemotion_jax.data.synth_utterances import CUES
+    from vaemotion_jax.processing.fbank import FRAME_SHIFT, SAMPLE_RATE
+    from vaemotion_jax.training.audio_va import linear_probe, span_features
+
+    records = splits["train"] + splits["heldout"]
+    x = np.concatenate([features["train"], features["heldout"]])
+    cues = np.array([list(CUES).index(r.meta["cue"]) for r in records])
+    train = np.arange(len(records)) < len(splits["train"])
+    spans = {"cue span": [r.meta["cue_span"] for r in records],
+             "its utterance": [r.utterances[r.meta["cue_utterance"]] for r in records],
+             "whole clip": [(0.0, ast_config.max_length * FRAME_SHIFT / SAMPLE_RATE)] * len(records)}
+    probes = {k: linear_probe(span_features(x, v, ast_config), cues, train)
+              for k, v in spans.items()}
+    return ("frozen AST, linear probe of the cue (5 classes, held-out clips) on features averaged "
+            "over " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in probes.items()))
+
+
 def main(argv=None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--clips", type=int, default=600, help="clips in the utterance world")
     p.add_argument("--batch-size", type=int, default=32)
@@ -130,9 +150,10 @@ def main(argv=None) -> list[str]:
             results.setdefault(name, []).append({"seed": seed, **report})
             print(f"{name}, seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()),
                   flush=True)
+    lines = [hearing(features, splits, ast.config)]
     words = [emotion_word(r.labels["a"]) for r in splits["heldout"]]
     chance = max(words.count(w) for w in set(words)) / len(words)
-    lines = table(results, args.steps, seeds, chance)
+    lines += table(results, args.steps, seeds, chance)
     lines.append(f"{len(splits['train'])} training / {len(splits['heldout'])} held-out clips, "
                  f"{time.time() - started:.0f} s in all")
     print("\n".join(lines))
