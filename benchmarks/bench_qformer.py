@@ -48,10 +48,12 @@ def adapter_setup(overrides: dict):
 
     c = resolve(override(configs.stage1.get_config(), {**COMMON, **overrides}))
     p = PRESETS[c.model]
-    return adapter_config(c, qwen_config.preset(c.qwen_preset)), p["supervisor_hidden"], p["stage2_lr"]
+    adapter = adapter_config(c, qwen_config.preset(c.qwen_preset))
+    return adapter, p["supervisor_hidden"], p["stage2_lr"]
 
 
-def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: float) -> list[str]:
+def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: float
+          ) -> list[str]:
     """The printed table (and the target's check) from each row's per-seed reports."""
     lines = [f"AcoustEmo Table 2 on the utterance world: {steps} steps, seeds {seeds}, held-out "
              f"clips; mean +- spread (sample std over seeds); chance (commonest word) "
@@ -72,6 +74,15 @@ def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: 
     return lines
 
 
+def default_encoder() -> str:
+    """The embedded default's frozen tiny AST (pretrained on the main world; cached)."""
+    from configs.common import PRESETS
+    from vaemotion_jax.data.synth import default_world_dir
+    from vaemotion_jax.training.assets import tiny_audio_encoder
+
+    return tiny_audio_encoder(default_world_dir(), PRESETS["tiny"]["audio_max_length"])
+
+
 def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
     """Does the frozen AST hear the cue? Held-out accuracy of a linear probe of the cue (5
     classes) on the AST features averaged over the cue span, its utterance, the whole clip."""
@@ -85,7 +96,8 @@ def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
     train = np.arange(len(records)) < len(splits["train"])
     spans = {"cue span": [r.meta["cue_span"] for r in records],
              "its utterance": [r.utterances[r.meta["cue_utterance"]] for r in records],
-             "whole clip": [(0.0, ast_config.max_length * FRAME_SHIFT / SAMPLE_RATE)] * len(records)}
+             "whole clip": [(0.0, ast_config.max_length * FRAME_SHIFT / SAMPLE_RATE)]
+                           * len(records)}
     probes = {k: linear_probe(span_features(x, v, ast_config), cues, train)
               for k, v in spans.items()}
     return ("frozen AST, linear probe of the cue (5 classes, held-out clips) on features averaged "
@@ -106,12 +118,14 @@ def main(argv=None) -> list[str]:
     from vaemotion_jax.data.manifest import read_manifest
     from vaemotion_jax.data.media import MediaSpec
     from vaemotion_jax.data.synth import emotion_word
-    from vaemotion_jax.data.synth_utterances import UtteranceWorldConfig, default_utterance_world_dir
+    from vaemotion_jax.data.synth_utterances import (UtteranceWorldConfig,
+                                                     default_utterance_world_dir)
     from vaemotion_jax.data.utterances import utterance_spec
     from vaemotion_jax.training import audio_va
 
     started = time.time()
-    world = args.world_dir or default_utterance_world_dir(UtteranceWorldConfig(num_clips=args.clips))
+    world = args.world_dir or default_utterance_world_dir(
+        UtteranceWorldConfig(num_clips=args.clips))
     records, problems = read_manifest(os.path.join(world, "utterances.jsonl"))
     if problems:
         raise ValueError(f"{world}/utterances.jsonl: {problems[0]}")
@@ -119,12 +133,7 @@ def main(argv=None) -> list[str]:
     if not all(splits.values()):
         raise ValueError(f"{world}: needs train and heldout clips, got "
                          f"{ {s: len(r) for s, r in splits.items()} }")
-    if args.audio_encoder:
-        encoder = args.audio_encoder
-    else:
-        from vaemotion_jax.data.synth import default_world_dir
-        from vaemotion_jax.training.assets import tiny_audio_encoder
-        encoder = tiny_audio_encoder(default_world_dir(), 300)   # the tiny preset's AST window
+    encoder = args.audio_encoder or default_encoder()
     ast, ast_params = load_ast(encoder)
     media = MediaSpec(num_frames=1, audio_frames=ast.config.max_length)
     seeds = [int(s) for s in args.seeds.split(",")]

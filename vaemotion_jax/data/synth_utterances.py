@@ -111,11 +111,14 @@ def place_utterances(rng: np.random.Generator, seconds: float, count: int
 
 def place_cue(rng: np.random.Generator, utterance: tuple[float, float], seconds: float
               ) -> tuple[float, float]:
-    """A cue span of `seconds` inside the utterance, at least 50 ms from both of its ends."""
+    """A cue span of `seconds` inside the utterance, at least 50 ms from both of its ends
+    (its start on the 10 ms grid)."""
     lo, hi = utterance[0] + 0.05, utterance[1] - 0.05 - seconds
-    if hi < lo:
-        raise ValueError(f"utterance {utterance} too short for a {seconds} s cue with 50 ms margins")
-    start = round(rng.uniform(lo, hi), 2)
+    grid_lo, grid_hi = np.ceil(round(lo * 100, 6)) / 100, np.floor(round(hi * 100, 6)) / 100
+    if grid_hi < grid_lo:
+        raise ValueError(f"utterance {utterance} too short for a {seconds} s cue with 50 ms "
+                         f"margins")
+    start = float(np.clip(round(rng.uniform(lo, hi), 2), grid_lo, grid_hi))
     return start, round(start + seconds, 2)
 
 
@@ -125,7 +128,8 @@ def sample_clips(cfg: UtteranceWorldConfig) -> list[UtteranceClip]:
     rng = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION])
     names = list(CUES)
     cues = [names[i % len(names)] for i in rng.permutation(cfg.num_clips)]
-    heldout = set(rng.permutation(cfg.num_clips)[: int(round(cfg.heldout * cfg.num_clips))].tolist())
+    held = int(round(cfg.heldout * cfg.num_clips))
+    heldout = set(rng.permutation(cfg.num_clips)[:held].tolist())
     clips = []
     for i in range(cfg.num_clips):
         r = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION, i])
