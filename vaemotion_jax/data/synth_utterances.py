@@ -1,0 +1,296 @@
+"""A synthetic world that needs utterance windows (AcoustEmo's Table 2 on the embedded default).
+
+Each clip is a few "utterances" (short neutral melodic phrases) with silences between them, and
+the manifest gives their timestamps (`utterances`). Inside one utterance a brief cue (0.3 s)
+decides the clip's emotion; everything else in the clip is neutral:
+
+  cue      what it sounds like (inside one utterance)                       label (v, a)  word
+  none     a plain note, like the rest of the phrase                         ( 0.0,  0.0) neutral
+  leap     the note an octave above the phrase                               ( 0.6,  0.6) joyful
+  tremor   a fast trill (24 pieces/s alternating a whole tone, each faded)   (-0.6,  0.6) tense
+  drop     the note an octave below the phrase                               (-0.6, -0.6) sad
+  chime    a bell strike an octave above the phrase                          ( 0.6, -0.6) calm
+
+The cues are made of what the tiny AST was pretrained to hear in the main world (register,
+timbre, note rate; training/audio_pretrain.py). Every clip has a cue span (a "none" clip plays it
+as an ordinary note), so note onsets do not give the cue away. Nuisances per clip: the phrase's
+timbre (sine | square | sawtooth), its key (C4 +- 3 semitones), its notes, and 2-4 utterances
+placed at random. The picture is a plain grey frame: the clip is to be heard.
+
+`python -m vaemotion_jax.data.synth_utterances --out DIR [--num-clips N --seed S]` writes
+clips/*.mp4 (H.264 + AAC, through synth's writer), utterances.jsonl (id, media, split,
+utterances, labels {"a": [v, a]}, meta with the cue) and world.json. Output is a pure function
+of the options. `default_utterance_world_dir()` makes it once in the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from vaemotion_jax.data.synth import _tone, cache_dir, emotion_word, write_mp4
+
+UTTERANCE_WORLD_VERSION = 1
+
+CUES = {  # cue -> (valence, arousal) of the clip
+    "none": (0.0, 0.0), "leap": (0.6, 0.6), "tremor": (-0.6, 0.6), "drop": (-0.6, -0.6),
+    "chime": (0.6, -0.6)}
+TIMBRES = ("sine", "square", "sawtooth")
+TONIC_HZ = 261.63                      # C4
+PHRASE_DEGREES = (0, 2, 4, 7, 9)       # major pentatonic: a phrase with no mood of its own
+NOTE_SECONDS = 0.25
+TRILL_PIECES_PER_S = 24
+PEAK = 0.4
+GREY = 128
+
+
+@dataclass(frozen=True)
+class UtteranceWorldConfig:
+    """Everything that decides the utterance world's bytes (besides the version)."""
+
+    num_clips: int = 600
+    seed: int = 0
+    seconds: float = 3.0        # one window of the tiny AST (300 fbank frames)
+    min_utterances: int = 2
+    max_utterances: int = 4
+    cue_seconds: float = 0.3    # 3 AST time patches
+    heldout: float = 0.25
+    sample_rate: int = 16000
+    size: int = 32              # the grey picture's width and height
+    fps: int = 8
+
+
+@dataclass(frozen=True)
+class UtteranceClip:
+    """One clip: its utterances (seconds), the cue and where it sits, and the nuisances."""
+
+    index: int
+    utterances: tuple[tuple[float, float], ...]
+    cue: str
+    cue_utterance: int                  # index into utterances
+    cue_span: tuple[float, float]       # seconds, inside utterances[cue_utterance]
+    timbre: str
+    tonic_hz: float
+    melody_seed: int
+    split: str
+
+    @property
+    def id(self) -> str:
+        return f"utter-{self.index:05d}"
+
+    @property
+    def file(self) -> str:
+        return f"clips/{self.id}.mp4"
+
+    @property
+    def label(self) -> tuple[float, float]:
+        return CUES[self.cue]
+
+
+# ---------------------------------------------------------------- sampling
+
+def place_utterances(rng: np.random.Generator, seconds: float, count: int
+                     ) -> list[tuple[float, float]]:
+    """`count` utterances in time order, one in each of `count` equal slots of [0, seconds):
+    55-80% of its slot long, with silence before and after it (rounded to 10 ms)."""
+    slot = seconds / count
+    out = []
+    for i in range(count):
+        length = rng.uniform(0.55, 0.8) * slot
+        start = rng.uniform(i * slot + 0.1 * slot, (i + 1) * slot - 0.05 * slot - length)
+        out.append((round(start, 2), round(start + length, 2)))
+    return out
+
+
+def place_cue(rng: np.random.Generator, utterance: tuple[float, float], seconds: float
+              ) -> tuple[float, float]:
+    """A cue span of `seconds` inside the utterance, at least 50 ms from both of its ends
+    (its start on the 10 ms grid)."""
+    lo, hi = utterance[0] + 0.05, utterance[1] - 0.05 - seconds
+    grid_lo, grid_hi = np.ceil(round(lo * 100, 6)) / 100, np.floor(round(hi * 100, 6)) / 100
+    if grid_hi < grid_lo:
+        raise ValueError(f"utterance {utterance} too short for a {seconds} s cue with 50 ms "
+                         f"margins")
+    start = float(np.clip(round(rng.uniform(lo, hi), 2), grid_lo, grid_hi))
+    return start, round(start + seconds, 2)
+
+
+def sample_clips(cfg: UtteranceWorldConfig) -> list[UtteranceClip]:
+    """Every clip, drawn from the seed; the cues are balanced (as equal counts as num_clips
+    allows) and the held-out split is a random `heldout` fraction."""
+    rng = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION])
+    names = list(CUES)
+    cues = [names[i % len(names)] for i in rng.permutation(cfg.num_clips)]
+    held = int(round(cfg.heldout * cfg.num_clips))
+    heldout = set(rng.permutation(cfg.num_clips)[:held].tolist())
+    clips = []
+    for i in range(cfg.num_clips):
+        r = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION, i])
+        utterances = place_utterances(
+            r, cfg.seconds, int(r.integers(cfg.min_utterances, cfg.max_utterances + 1)))
+        k = int(r.integers(len(utterances)))
+        clips.append(UtteranceClip(
+            index=i, utterances=tuple(utterances), cue=cues[i], cue_utterance=k,
+            cue_span=place_cue(r, utterances[k], cfg.cue_seconds),
+            timbre=str(TIMBRES[r.integers(len(TIMBRES))]),
+            tonic_hz=float(TONIC_HZ * 2 ** (int(r.integers(-3, 4)) / 12)),
+            melody_seed=int(r.integers(2**31)), split="heldout" if i in heldout else "train"))
+    return clips
+
+
+# ---------------------------------------------------------------- rendering
+
+def _envelope(n: int, sample_rate: int) -> np.ndarray:
+    """(n,) note envelope: 10 ms attack, gentle decay, 20 ms release."""
+    t = np.arange(n) / sample_rate
+    return (np.minimum(1.0, t / 0.01) * np.exp(-1.5 * t)
+            * np.minimum(1.0, (n - 1 - np.arange(n)) / (0.02 * sample_rate)))
+
+
+def _note(timbre: str, freq: float, n: int, sample_rate: int) -> np.ndarray:
+    """(n,) one enveloped note."""
+    t = np.arange(n) / sample_rate
+    return _envelope(n, sample_rate) * _tone(timbre, freq, t, sample_rate / 2)
+
+
+def render_cue(cue: str, timbre: str, pitch: float, n: int, sample_rate: int) -> np.ndarray:
+    """(n,) the cue span's sound for a phrase note of `pitch` Hz (see the module table)."""
+    if cue == "none":
+        return _note(timbre, pitch, n, sample_rate)
+    if cue in ("leap", "drop"):
+        return _note(timbre, pitch * (2.0 if cue == "leap" else 0.5), n, sample_rate)
+    if cue == "chime":
+        return _note("bell", 2 * pitch, n, sample_rate)
+    if cue == "tremor":
+        piece = int(round(sample_rate / TRILL_PIECES_PER_S))
+        return np.concatenate([
+            _note(timbre, pitch * 2 ** (2 * (k % 2) / 12), min(piece, n - s), sample_rate)
+            for k, s in enumerate(range(0, n, piece))])
+    raise ValueError(f"unknown cue {cue!r}; known: {list(CUES)}")
+
+
+def _notes(start: float, end: float) -> list[tuple[float, float, str]]:
+    """[start, end) cut into equal plain notes of about NOTE_SECONDS (none if empty)."""
+    if end <= start:
+        return []
+    n = max(1, int(round((end - start) / NOTE_SECONDS)))
+    edges = np.linspace(start, end, n + 1)
+    return [(float(a), float(b), "none") for a, b in zip(edges, edges[1:])]
+
+
+def utterance_segments(clip: UtteranceClip, k: int) -> list[tuple[float, float, str]]:
+    """Utterance k as (start, end, cue) notes in seconds; the cue span is one of them."""
+    start, end = clip.utterances[k]
+    if k != clip.cue_utterance:
+        return _notes(start, end)
+    a, b = clip.cue_span
+    return _notes(start, a) + [(a, b, clip.cue)] + _notes(b, end)
+
+
+def render_audio(clip: UtteranceClip, cfg: UtteranceWorldConfig) -> np.ndarray:
+    """The clip's sound -> (seconds * sample_rate,) float32: each utterance a phrase of notes
+    on random phrase degrees (the cue span is one of them), silence elsewhere."""
+    sr = cfg.sample_rate
+    rng = np.random.default_rng(clip.melody_seed)
+    out = np.zeros(int(round(cfg.seconds * sr)), np.float64)
+    for k in range(len(clip.utterances)):
+        for a, b, cue in utterance_segments(clip, k):
+            i, j = int(round(a * sr)), int(round(b * sr))
+            pitch = clip.tonic_hz * 2 ** (PHRASE_DEGREES[rng.integers(len(PHRASE_DEGREES))] / 12)
+            out[i:j] += render_cue(cue, clip.timbre, pitch, j - i, sr)
+    return (out * PEAK / max(1e-9, np.abs(out).max())).astype(np.float32)
+
+
+def render_clip(clip: UtteranceClip, cfg: UtteranceWorldConfig, out_dir: str) -> str:
+    """Writes one clip (grey picture, rendered sound) under out_dir; returns its path."""
+    frames = np.full((int(round(cfg.fps * cfg.seconds)), cfg.size, cfg.size, 3), GREY, np.uint8)
+    path = os.path.join(out_dir, clip.file)
+    write_mp4(path, frames, cfg.fps, render_audio(clip, cfg), cfg.sample_rate)
+    return path
+
+
+# ---------------------------------------------------------------- manifest and folder
+
+def manifest_line(clip: UtteranceClip) -> dict:
+    """The clip's line in utterances.jsonl."""
+    return {"id": clip.id, "media": clip.file, "split": clip.split, "modality": "a",
+            "utterances": [list(u) for u in clip.utterances], "labels": {"a": list(clip.label)},
+            "meta": {"cue": clip.cue, "cue_utterance": clip.cue_utterance,
+                     "cue_span": list(clip.cue_span), "word": emotion_word(clip.label),
+                     "timbre": clip.timbre, "tonic_hz": round(clip.tonic_hz, 2)}}
+
+
+def world_description(cfg: UtteranceWorldConfig) -> dict:
+    """The content of world.json."""
+    return {"version": UTTERANCE_WORLD_VERSION, "config": asdict(cfg),
+            "cues": {c: {"label": list(v), "word": emotion_word(v)} for c, v in CUES.items()},
+            "phrase": {"timbres": TIMBRES, "tonic_hz": TONIC_HZ, "key_shift_semitones": [-3, 3],
+                       "degrees": PHRASE_DEGREES, "note_seconds": NOTE_SECONDS, "peak": PEAK},
+            "files": {"utterances": "one line per clip: utterances (timestamps, seconds), "
+                                    "labels.a from the cue, meta.cue / cue_utterance / cue_span"}}
+
+
+def generate(out_dir: str, cfg: UtteranceWorldConfig = UtteranceWorldConfig()) -> int:
+    """Writes the world into out_dir (world.json last, as the completion marker); returns the
+    number of clips."""
+    from vaemotion_jax.data.manifest import read_manifest
+
+    os.makedirs(os.path.join(out_dir, "clips"), exist_ok=True)
+    clips = sample_clips(cfg)
+    for clip in clips:
+        render_clip(clip, cfg, out_dir)
+    path = os.path.join(out_dir, "utterances.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(manifest_line(c)) + "\n" for c in clips))
+    _, problems = read_manifest(path)
+    if problems:  # our own output must be valid: fail loudly, naming the first problem
+        raise RuntimeError(f"synth_utterances wrote an invalid manifest: {problems[0]}")
+    with open(os.path.join(out_dir, "world.json"), "w", encoding="utf-8") as f:
+        json.dump(world_description(cfg), f, indent=1)
+    return len(clips)
+
+
+def default_utterance_world_dir(cfg: UtteranceWorldConfig = UtteranceWorldConfig()) -> str:
+    """The world's folder in the cache (`<cache>/synth_utterances/v<version>-n<clips>-seed<seed>-
+    <config hash>`), generated on first use into a temporary folder renamed into place."""
+    digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    final = os.path.join(cache_dir(), "synth_utterances",
+                         f"v{UTTERANCE_WORLD_VERSION}-n{cfg.num_clips}-seed{cfg.seed}-{digest}")
+    if os.path.exists(os.path.join(final, "world.json")):
+        return final
+    tmp = f"{final}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"synth_utterances: generating {cfg.num_clips} clips into {final} (first use)",
+          file=sys.stderr, flush=True)
+    generate(tmp, cfg)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished first
+        if not os.path.exists(os.path.join(final, "world.json")):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.data.synth_utterances",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder to write the world into")
+    p.add_argument("--num-clips", type=int, default=UtteranceWorldConfig.num_clips)
+    p.add_argument("--seed", type=int, default=UtteranceWorldConfig.seed)
+    args = p.parse_args(argv)
+    started = time.time()
+    n = generate(args.out, UtteranceWorldConfig(num_clips=args.num_clips, seed=args.seed))
+    print(f"wrote {args.out} in {time.time() - started:.1f} s: {n} clips, utterances.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
