@@ -605,9 +605,15 @@ def default_world_dir(cfg: WorldConfig = WorldConfig(), workers: int = 2) -> str
                        check=True)
     else:
         generate(tmp, cfg, 1)
+    return publish_world(tmp, final)
+
+
+def publish_world(tmp: str, final: str) -> str:
+    """Renames a finished world directory into place and returns it; if another process
+    finished first, its world is kept and ours discarded."""
     try:
         os.rename(tmp, final)
-    except OSError:  # another process finished first
+    except OSError:
         if not os.path.exists(os.path.join(final, "world.json")):
             raise
         shutil.rmtree(tmp, ignore_errors=True)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from vaemotion_jax.data.synth import _tone, cache_dir, emotion_word, write_mp4
+from vaemotion_jax.data.synth import _tone, cache_dir, emotion_word, publish_world, write_mp4
 
 UTTERANCE_WORLD_VERSION = 1
 
@@ -270,13 +270,7 @@ def default_utterance_world_dir(cfg: UtteranceWorldConfig = UtteranceWorldConfig
     print(f"synth_utterances: generating {cfg.num_clips} clips into {final} (first use)",
           file=sys.stderr, flush=True)
     generate(tmp, cfg)
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished first
-        if not os.path.exists(os.path.join(final, "world.json")):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return publish_world(tmp, final)
 
 
 def main(argv=None) -> int:
