@@ -5,8 +5,6 @@ A config is plain data; `vaemotion_jax.train` reads it. `--config=stage1:qwen2_5
 """
 import ml_collections
 
-from vaemotion_jax.data.buckets import length_buckets
-
 # Stage 1 prompt pool (the paper samples a prompt per clip from "a predefined pool" it does not
 # publish). These ask for a description, which is what the teacher can answer from video alone.
 STAGE1_PROMPTS = (
@@ -91,10 +89,10 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.data.max_pixels = ml_collections.FieldReference(None, field_type=int)
     c.data.audio_max_length = ml_collections.FieldReference(None, field_type=int)  # per AST window
     c.data.audio_windows = ml_collections.FieldReference(None, field_type=int)     # AST windows per clip
-    # Padded sequence lengths, 4 per doubling: padding adds under 1/4 of a step's work, about
-    # 1/8 on average (the old (128, 192, 256, ...) padded 158 tokens to 192, +21%; now 160), and
-    # each length used compiles once, so finer buckets trade compilations for padding.
-    c.data.seq_buckets = length_buckets(64, 2048, per_octave=4)
+    # Padded sequence lengths. Finer ones (length_buckets(64, 2048, per_octave=4): 158 tokens pad
+    # to 160, not 192) are not the default yet: each process picks its batch's bucket, and two
+    # processes that pick different ones run different programs (a collective mismatch).
+    c.data.seq_buckets = (128, 192, 256, 384, 512, 768, 1024, 2048)
     # Loss targets per example: every assistant token, padded to the smallest of these
     # (static shapes without cutting responses).
     c.data.target_buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
