@@ -75,7 +75,7 @@ def make_batch(qwen, ast, seq_buckets, target_buckets, seed: int = 0) -> dict:
     """One Stage 1 batch in the trainer's layout (NumPy), padded to the config's buckets."""
     import numpy as np
     from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
-    from vaemotion_jax.training.examples import layout_arrays
+    from vaemotion_jax.examples import layout_arrays
     rng = np.random.default_rng(seed)
     grid = (1, 16, 16)
     n_video = int(np.prod(grid)) // qwen.vision.spatial_merge_size ** 2

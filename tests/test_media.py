@@ -2,7 +2,6 @@
 AST windows over long audio, and the same M-RoPE positions for a clip in training, evaluation
 and chat, with or without its video."""
 import functools
-import os
 
 import jax
 import numpy as np

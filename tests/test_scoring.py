@@ -8,7 +8,7 @@ from vaemotion_jax.evaluation.prompts import (AIRBENCH_INSTRUCTION, airbench_pro
                                               choice_instruction, load_benchmark, loglik_continuations,
                                               record_prompt)
 from vaemotion_jax.evaluation.scoring import (Prediction, airbench_accuracy, artemo_accuracy, extract_letter,
-                                              loglik_choice, make_prediction, option_scores)
+                                              best_letter, make_prediction, option_scores)
 
 # (response, letter by the airbench rule, letter by the strict rule) for a 4-option item
 ANSWERS = [
@@ -58,14 +58,14 @@ def test_letters_outside_the_options():
 def test_loglik_choice_sum_and_length_normalisation():
     logprobs = [[-1.0, -1.0, -1.0], [-2.5], [-0.5, -3.0]]  # sums -3, -2.5, -3.5; means -1, -2.5, -1.75
     assert option_scores(logprobs) == [-3.0, -2.5, -3.5]
-    assert loglik_choice(logprobs) == "B"
-    assert loglik_choice(logprobs, length_normalize=True) == "A"
-    assert loglik_choice([[-1.0], [-1.0]]) == "A"  # ties go to the first option
-    assert loglik_choice([[float("-inf")], [-40.0]]) == "B"
+    assert best_letter(option_scores(logprobs)) == "B"
+    assert best_letter(option_scores(logprobs, length_normalize=True)) == "A"
+    assert best_letter(option_scores([[-1.0], [-1.0]])) == "A"  # ties go to the first option
+    assert best_letter(option_scores([[float("-inf")], [-40.0]])) == "B"
     for bad, match in [([[-1.0], []], "no tokens"), ([[-1.0], [float("nan")]], "NaN"), ([[0.5], [-1.0]], "<= 0"),
                        ([[-1.0]], "2 to 26")]:
         with pytest.raises(ValueError, match=match):
-            loglik_choice(bad)
+            best_letter(option_scores(bad))
 
 
 def test_airbench_prompt_is_the_official_text():

@@ -15,6 +15,7 @@ from flax import linen as nn
 
 from stage1_assets import cli_args, config, make_assets, settings
 from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir
+from vaemotion_jax.examples import batch_layout
 from vaemotion_jax.models import ast as ast_lib
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
@@ -74,7 +75,7 @@ def tiny_model_and_batch():
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     params = nn.meta.unbox(model.init(jax.random.key(0), batch["fbank"], batch["fbank_mask"],
                                       batch["pixel_values_videos"],
-                                      stage1.batch_layout(batch), batch["input_ids"],
+                                      batch_layout(batch), batch["input_ids"],
                                       jnp.moveaxis(batch["position_ids"], -1, 0),
                                       batch["attention_mask"])["params"])
     return model, params, batch

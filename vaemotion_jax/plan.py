@@ -49,7 +49,7 @@ from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
-from vaemotion_jax.training.examples import layout_arrays
+from vaemotion_jax.examples import layout_arrays
 from vaemotion_jax.training.stage1_run import adapter_config, video_grid
 from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
 # `--config` (a stage config name or path, as for training) is defined by the train entry point.

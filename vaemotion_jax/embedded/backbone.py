@@ -34,7 +34,6 @@ Held-out clips are never shown. The result is exported as an ordinary Hugging Fa
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -64,7 +63,7 @@ from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.processing.vision import preprocess_video
 from vaemotion_jax.training import losses
-from vaemotion_jax.training.examples import layout_arrays
+from vaemotion_jax.examples import LAYOUT_KEYS, layout_arrays, batch_layout
 
 log = logging.getLogger("vaemotion_jax.backbone")
 
@@ -133,7 +132,7 @@ def lm_loss(params, batch, model):
     def run(m):
         visual = None
         if "pixel_values_videos" in batch:
-            layout = {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+            layout = batch_layout(batch)
             visual = m.encode_video(batch["pixel_values_videos"], layout)
         h, _ = m.decode(m.embed(batch["input_ids"], visual),
                         jnp.moveaxis(batch["position_ids"], -1, 0), causal_mask(batch["attention_mask"]))
@@ -189,7 +188,7 @@ def video_batch(clips, rng, r, pad_id) -> dict:
     chats = [clips[i]["chats"][rng.integers(len(clips[i]["chats"]))] for i in picks]
     batch = pad_chats(chats, pad_id, r["seq_buckets"], r["target_buckets"])
     batch.update({k: np.stack([clips[i][k] for i in picks])
-                  for k in ("pixel_values_videos", "patch_index", "patch_hw", "token_index")})
+                  for k in ("pixel_values_videos", *LAYOUT_KEYS)})
     return batch
 
 
@@ -205,7 +204,7 @@ def heldout_choices(world_dir: str, tokenizer_dir: str, qwen, r, limit: int = 20
     items = [i for i in items if i.modality == "v" and i.split == "heldout"][:limit]
     media = MediaSpec(num_frames=r["num_frames"], resized_hw=r["resized_hw"],
                       min_pixels=r["min_pixels"], max_pixels=r["max_pixels"])
-    fn, tok, out, clips = ExampleFn(media=media, audio=False, reuse_clips=True), cached_tokenizer(tokenizer_dir), [], {}
+    fn, tok, out = ExampleFn(media=media, audio=False, reuse_clips=True), cached_tokenizer(tokenizer_dir), []
     for item in items:
         ex = fn(item)
         if isinstance(ex, Skipped):
@@ -301,7 +300,7 @@ def pretrain_vision(visual: dict, model, qwen, world_dir: str, r) -> dict:
     stride = frames.shape[1] // r["num_frames"]
 
     def tokens(v, batch):
-        layout = {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+        layout = batch_layout(batch)
         return model.apply({"params": {"visual": v}}, batch["pixel_values_videos"], layout,
                            method=lambda m, pv, lay: m.encode_video(pv, lay))
 

@@ -21,8 +21,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
-from vaemotion_jax.data.manifest import MODALITIES
-from vaemotion_jax.evaluation.prompts import BENCHMARKS, CONTINUATION_STYLES
+from vaemotion_jax.evaluation.prompts import BENCHMARKS
 from vaemotion_jax.evaluation.scoring import RULES, Prediction, artemo_accuracy
 from vaemotion_jax.evaluation.tables import (AIRBENCH_TASKS, AirBenchTask, airbench_column_from_predictions,
                                              artemo_row_from_predictions, format_airbench_table,
@@ -118,27 +117,6 @@ def finish(path: str, benchmark: str, predictions: Sequence[Prediction], model: 
     write_results(path, summary, predictions, settings)
     print(f"wrote {path}", file=out)
     return summary
-
-
-def add_benchmark_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The non-model options of `python -m vaemotion_jax.evaluate`."""
-    parser.add_argument("--benchmark", required=True, choices=BENCHMARKS)
-    parser.add_argument("--manifest", required=True, help="benchmark manifest (.jsonl)")
-    parser.add_argument("--out", required=True, help="results file to write (.json)")
-    parser.add_argument("--model-name", default="Ours", help="row/column name in the table")
-    parser.add_argument("--mode", default="generate", choices=("generate", "loglik"),
-                        help="greedy generation + letter extraction, or option log-likelihood scoring")
-    parser.add_argument("--rule", default="airbench", choices=RULES, help="letter extraction rule (generate mode)")
-    parser.add_argument("--continuation", default="letter", choices=CONTINUATION_STYLES,
-                        help="what is scored per option in loglik mode: its letter or 'X. text'")
-    parser.add_argument("--length-normalize", action="store_true",
-                        help="loglik mode: compare mean instead of summed token log-probs")
-    parser.add_argument("--pad-absent-options", action="store_true",
-                        help="AIR-Bench: print absent choices as 'C. None' like the official script")
-    parser.add_argument("--split", help="only items of this split")
-    parser.add_argument("--modality", choices=MODALITIES, help="only items of this modality")
-    parser.add_argument("--limit", type=int, help="only the first N items (a quick check)")
-    return parser
 
 
 def _unique_names(names: list[str], paths: list[str]) -> list[str]:

@@ -37,8 +37,7 @@ from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
 from vaemotion_jax.models.vaemotion import MODALITY_CODES, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
-from vaemotion_jax.training.examples import layout_arrays, pathway_positions
-from vaemotion_jax.training.stage2 import placeholder_count
+from vaemotion_jax.examples import layout_arrays, pathway_positions, placeholder_count, batch_layout
 
 log = logging.getLogger("vaemotion_jax.evaluate")
 # Prompt lengths, 2 per doubling: evaluation runs each shape for few batches, so a new shape's
@@ -120,13 +119,9 @@ def media_fields(batch: dict) -> dict:
     return {k: batch[k] for k in MEDIA_FIELDS if k in batch}
 
 
-def _layout(batch):
-    return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
-
-
 def _enhanced(m: VAEmotionLLM, batch):
     return m.enhanced_tokens(batch["fbank"], batch["fbank_mask"], batch["pixel_values_videos"],
-                             _layout(batch), batch.get("utterance_mask"))
+                             batch_layout(batch), batch.get("utterance_mask"))
 
 
 def _pathway(m: VAEmotionLLM, batch, modality: str):
@@ -138,7 +133,7 @@ def _pathway(m: VAEmotionLLM, batch, modality: str):
         e_a = m.enhance(jax.lax.stop_gradient(m.audio_tokens(
             batch["fbank"], batch["fbank_mask"], batch.get("utterance_mask"))))
     if modality != "a":
-        e_v = m.enhance(m.video_tokens(batch["pixel_values_videos"], _layout(batch)))
+        e_v = m.enhance(m.video_tokens(batch["pixel_values_videos"], batch_layout(batch)))
     return m.pathway_tokens(e_v if e_a is None else e_a, e_a if e_v is None else e_v,
                             batch["modality"])
 

@@ -80,12 +80,8 @@ def option_scores(option_logprobs: Sequence[Sequence[float]], length_normalize: 
     return scores
 
 
-def loglik_choice(option_logprobs: Sequence[Sequence[float]], length_normalize: bool = False) -> str:
-    """The letter of the most likely option (per-token log-probs per option); ties go to the first."""
-    return _best_letter(option_scores(option_logprobs, length_normalize))
-
-
-def _best_letter(scores: list[float]) -> str:
+def best_letter(scores: list[float]) -> str:
+    """The letter of the highest-scoring option; ties go to the first."""
     return LETTERS[scores.index(max(scores))]
 
 
@@ -156,7 +152,7 @@ def make_prediction(record: Record, benchmark: str, response: str | None = None,
         if len(option_logprobs) != n:
             raise ValueError(f"{record.id}: {len(option_logprobs)} option scores for {n} options")
         scores = option_scores(option_logprobs, length_normalize)
-        predicted = _best_letter(scores)
+        predicted = best_letter(scores)
     else:
         scores, predicted = None, extract_letter(response, n, rule)
     task = record_task(record) if benchmark == "airbench" else None

@@ -51,7 +51,6 @@ class AirBenchTask:
     group: str
 
 
-AIRBENCH_GROUPS = ("speech", "sound", "music")
 AIRBENCH_TASKS = (  # the paper's Table 1 row order; names keep the dataset's own spellings
     AirBenchTask("Speech_Grounding", "Speech Grounding", "speech"),
     AirBenchTask("Spoken_Language_Identification", "Spoken Language Identification", "speech"),

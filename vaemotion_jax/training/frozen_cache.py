@@ -32,6 +32,7 @@ import numpy as np
 from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, read_file, write_file
 from vaemotion_jax.data.pipeline import CLIP
+from vaemotion_jax.examples import LAYOUT_KEYS
 
 log = logging.getLogger("vaemotion_jax.cache")
 
@@ -181,7 +182,7 @@ def attach_audio_features(batch: dict, cache: EntryCache, encode: Callable, mesh
 
 # --- teacher logits ------------------------------------------------------------------------------
 
-VIDEO_INPUTS = ("pixel_values_videos", "patch_index", "patch_hw", "token_index")
+VIDEO_INPUTS = ("pixel_values_videos", *LAYOUT_KEYS)
 
 
 def teacher_logit_cache(root: str, backbone_fingerprint: str, dtype, param_dtype, media,

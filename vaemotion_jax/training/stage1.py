@@ -29,7 +29,7 @@ from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.training.examples import audio_inputs, layout_arrays
+from vaemotion_jax.examples import audio_inputs, layout_arrays, batch_layout
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 log = logging.getLogger("vaemotion_jax.stage1")
@@ -239,10 +239,6 @@ def student_logits(model, params, batch):
 def audio_tokens(model, params, batch):
     """z_a (B, L_v, D) of a batch's audio (and utterance windows, for adapters that read them)."""
     return model.apply({"params": params}, **audio_inputs(batch), method="audio_tokens")
-
-
-def batch_layout(batch):
-    return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
 
 
 def stage1_loss(trainable, frozen, batch, teacher, z_v, *, model, tau: float, align: str):

@@ -20,16 +20,12 @@ from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.training.examples import audio_inputs, layout_arrays, pathway_positions
+from vaemotion_jax.examples import (audio_inputs, layout_arrays, pathway_positions, placeholder_count,
+                                    batch_layout)
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 
 TARGET_FIELDS = ("target_index", "target_ids", "target_mask")
-
-
-def placeholder_count(modality: str, grid, merge: int) -> int:
-    n = int(np.prod(grid)) // merge ** 2
-    return 2 * n if modality == "av" else n
 
 
 def clip_turns(turns, features: dict) -> list[dict]:
@@ -86,7 +82,7 @@ def key_mask(batch) -> jnp.ndarray:
 def forward(model, params, batch, *, deterministic: bool = True, rngs=None):
     """LM logits at the targets (B, A, V) and V-A predictions (B, 3, 2) for (a, v, av), or None
     without the supervisor."""
-    layout = {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+    layout = batch_layout(batch)
     positions = jnp.moveaxis(batch["position_ids"], -1, 0)
     emotion = model.config.emotion
 
@@ -125,11 +121,6 @@ def train_step(state: TrainState, frozen, batch, *, model, tx, lam: float, dropo
     state, finite = apply_gradients(state, grads, loss, tx)
     norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     return state, {"loss": loss, **aux, "grad_norm": norm, "finite": finite}
-
-
-def predict_emotion(model, params, batch) -> jnp.ndarray:
-    """V-A predictions (B, 3, 2) for (a, v, av)."""
-    return forward(model, params, batch)[1]
 
 
 # --- V-A metrics -------------------------------------------------------------------------------

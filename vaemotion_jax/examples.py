@@ -1,5 +1,6 @@
-"""Host-side formatting of one training example: chat tokens, M-RoPE positions, loss targets,
-and the vision layout, all as fixed-shape NumPy arrays (the pipeline pads and batches them).
+"""Host-side assembly of one example, for training, evaluation and the embedded backbone alike:
+chat tokens, M-RoPE positions, loss targets and the vision layout, as fixed-shape NumPy arrays
+(the pipeline pads and batches them).
 
 Shapes per example (S = tokens, A = max loss targets, G/Q/N = the vision bucket):
   input_ids (S,) int32, position_ids (S, 3) int32 (t, h, w streams),
@@ -44,15 +45,18 @@ def layout_arrays(qwen: Qwen2_5_VLConfig, grid) -> dict[str, np.ndarray]:
             "token_index": lay.token_index[0]}
 
 
+LAYOUT_KEYS = ("patch_index", "patch_hw", "token_index")
+
+
 def batch_layout(batch: dict) -> dict:
     """The vision layout fields of a batch, as the model's `vision_layout` argument."""
-    return {k: batch[k] for k in ("patch_index", "patch_hw", "token_index")}
+    return {k: batch[k] for k in LAYOUT_KEYS}
 
 
-def attention_mask(batch: dict) -> np.ndarray:
-    """(B, S) int32 from the padded ids and their lengths (right padding)."""
-    s = batch["input_ids"].shape[1]
-    return (np.arange(s)[None] < batch["input_ids_length"][:, None]).astype(np.int32)
+def placeholder_count(modality: str, grid, merge: int) -> int:
+    """Placeholder tokens of one clip's pathway: the video's merged tokens, twice for [z_a; z_v]."""
+    n = int(np.prod(grid)) // merge ** 2
+    return 2 * n if modality == "av" else n
 
 
 JOINT_LAYOUTS = ("shared_grid", "sequential")
