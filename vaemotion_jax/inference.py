@@ -23,21 +23,8 @@ from vaemotion_jax.data.utterances import utterance_spec
 from vaemotion_jax.evaluation.runner import InputSpec
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.training import weights
+from vaemotion_jax.training.run_file import RUN_FILE
 from vaemotion_jax.training.state import merge_params
-
-RUN_FILE = "run.json"
-
-
-def save_run(workdir: str, c, assets, adapter_dir: str) -> None:
-    """Writes workdir/run.json: what `load_run` needs to rebuild the trained model."""
-    if jax.process_index() != 0:
-        return
-    with open(os.path.join(workdir, RUN_FILE), "w") as f:
-        json.dump({"config": c.to_dict(), "backbone_path": assets.backbone_path,
-                   "audio_encoder_path": assets.audio_encoder_path,
-                   "tokenizer_dir": assets.tokenizer_dir, "world_dir": assets.world_dir,
-                   "adapter_dir": adapter_dir}, f, indent=2, default=list)
-
 
 @dataclass
 class LoadedRun:

@@ -10,8 +10,8 @@ from flax import linen as nn
 from vaemotion_jax.checkpoints.mapping import (KeyMap, Rule, copy, export_params, flatten,
                                                linear, load_params, split_to_hf, split_to_ours,
                                                unflatten)
-from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir, save_safetensors_dir
-from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig, read_hf_config, to_hf_dict
+from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir, read_config_json, save_safetensors_dir
+from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig, from_hf_dict, to_hf_dict
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, abstract_params, init_lora_params
 from vaemotion_jax.sharding import param_shardings
@@ -21,6 +21,15 @@ NAMINGS = {
     "legacy": {"llm": "model.", "visual": "visual."},
     "nested": {"llm": "model.language_model.", "visual": "model.visual."},
 }
+
+
+def read_hf_config(path: str, **runtime) -> Qwen2_5_VLConfig:
+    """The model config of a Hugging Face Qwen2.5-VL directory (its config.json)."""
+    file, d = read_config_json(path)
+    try:
+        return from_hf_dict(d, **runtime)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{file}: not a usable Qwen2.5-VL config ({e!s})") from None
 
 
 def keymap(cfg: Qwen2_5_VLConfig, naming: str = "legacy") -> KeyMap:

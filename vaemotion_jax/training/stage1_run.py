@@ -24,7 +24,7 @@ from vaemotion_jax.data.manifest import Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.data.utterances import UtteranceSpec, utterance_spec
-from vaemotion_jax.inference import save_run
+from vaemotion_jax.training.run_file import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer

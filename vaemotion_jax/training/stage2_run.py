@@ -28,7 +28,7 @@ from vaemotion_jax.evaluation import runner as eval_runner
 from vaemotion_jax.evaluation.emotion_words import emotion_word_report
 from vaemotion_jax.evaluation.emotion_words import format_report as format_words
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
-from vaemotion_jax.inference import save_run
+from vaemotion_jax.training.run_file import save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora

@@ -205,12 +205,3 @@ def to_hf_dict(c: Qwen2_5_VLConfig) -> dict:
         "vision_end_token_id": c.vision_end_token_id,
     }
     return out
-
-
-def read_hf_config(path: str, **runtime) -> Qwen2_5_VLConfig:
-    from vaemotion_jax.checkpoints.safetensors_io import read_config_json
-    file, d = read_config_json(path)
-    try:
-        return from_hf_dict(d, **runtime)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{file}: not a usable Qwen2.5-VL config ({e!s})") from None
