@@ -45,11 +45,12 @@ def main() -> None:
     from configs.common import override
     from vaemotion_jax.evaluation.tables import NO_JOINT_PATHWAY
     from vaemotion_jax.training import runner
+    from vaemotion_jax.training.stage2 import ABLATIONS
     from vaemotion_jax.training.stage2_run import run
     runner.setup_logging()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {}
-    for ablation in configs.stage2.ABLATIONS:
+    for ablation in ABLATIONS:
         for seed in seeds:
             workdir = os.path.join(args.out, f"{ablation}-seed{seed}")
             done = os.path.join(workdir, "summary.json")

@@ -42,7 +42,8 @@ def summarize(values: list[float]) -> tuple[float, float]:
 def adapter_setup(overrides: dict):
     """(AudioAdapterConfig, Supervisor width, learning rate) of the tiny preset with overrides."""
     import configs.stage1
-    from configs.common import PRESETS, override, resolve
+    from configs.common import override
+    from vaemotion_jax.presets import PRESETS, resolve
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.training.stage1_run import adapter_config
 
@@ -76,9 +77,9 @@ def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: 
 
 def default_encoder() -> str:
     """The embedded default's frozen tiny AST (pretrained on the main world; cached)."""
-    from configs.common import PRESETS
+    from vaemotion_jax.presets import PRESETS
     from vaemotion_jax.data.synth import default_world_dir
-    from vaemotion_jax.training.assets import tiny_audio_encoder
+    from vaemotion_jax.embedded.assets import tiny_audio_encoder
 
     return tiny_audio_encoder(default_world_dir(), PRESETS["tiny"]["audio_max_length"])
 

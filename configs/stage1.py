@@ -12,6 +12,7 @@ one-line comment says why we chose the value.
 import ml_collections
 
 from configs import common
+from vaemotion_jax.training.stage1 import STAGE1_PROMPTS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -28,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.cache.teacher_logits = False  # cache the teacher's logits at the response positions
     c.cache.teacher_topk = 0        # 0: exact logits; k > 0: only the k largest, renormalised
                                     # (far smaller; changes the loss: README)
-    c.prompts = common.STAGE1_PROMPTS
+    c.prompts = STAGE1_PROMPTS
 
     # Optimisation: AdamW (paper); lr/schedule are ours (the paper gives 1e-5 only for stage 2,
     # a freshly initialised adapter needs a larger rate).

@@ -3,22 +3,14 @@
     python -m vaemotion_jax.train --config=stage2                    # embedded tiny default
     python -m vaemotion_jax.train --config=stage2 --config.ablation=lora_enhancer   # Table 3 rows
 
+Ablation rows: vaemotion_jax/training/stage2.py ABLATIONS.
+
 Starts from the Stage 1 audio adapter (`stage1_dir`/audio_adapter; the default runs Stage 1
 first when it is missing). Paper values: lambda = 1, AdamW at 1e-5, LoRA on q, k, v, o.
 """
 import ml_collections
 
-from configs import common
-
-# Table 3 rows: which parts of the EmoAdapter (and LoRA) the run trains.
-ABLATIONS = {
-    "adapter_only": dict(lora=False, enhancer=False, supervisor=False),  # the Stage 1 model
-    "lora": dict(lora=True, enhancer=False, supervisor=False),
-    "lora_enhancer": dict(lora=True, enhancer=True, supervisor=False),
-    "lora_supervisor": dict(lora=True, enhancer=False, supervisor=True),
-    "full": dict(lora=True, enhancer=True, supervisor=True),
-}
-
+from configs import common, stage1
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.base_config("stage2")
@@ -27,6 +19,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.joint_layout = "shared_grid"  # [z_a; z_v] both on the video's grid (Stage 1's placement);
                                     # "sequential" puts the video block after the audio block
     c.stage1_dir = "runs/stage1"    # where Stage 1 exported its audio adapter
+    # The Stage 1 run the embedded default trains first when stage1_dir has no adapter (its
+    # workdir, seed, world and adapter follow this config's).
+    c.stage1 = stage1.get_config(arg)
     c.max_target_tokens = 0         # 0: the LM loss covers every assistant token; N > 0 caps it
                                     # (cut examples are counted in the data summary)
 

@@ -40,12 +40,13 @@ def test_a_config_with_both_frame_modes_is_refused():
         MediaSpec(fps=2.0)
     import configs.stage1
     from configs import common
+    from vaemotion_jax.presets import resolve
     c = common.override(configs.stage1.get_config(), {"data.fps": 2.0, "data.max_frames": 8,
                                                       "data.num_frames": 4})
     with pytest.raises(ValueError, match="data.fps with data.max_frames .* or data.num_frames"):
-        common.resolve(c)
+        resolve(c)
     # setting one mode replaces the preset's
-    c = common.resolve(common.override(configs.stage1.get_config(),
+    c = resolve(common.override(configs.stage1.get_config(),
                                        {"data.fps": 2.0, "data.max_frames": 6}))
     assert (c.data.num_frames, c.data.max_frames) == (None, 6)
 

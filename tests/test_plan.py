@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import common
+from vaemotion_jax.presets import resolve
 from vaemotion_jax import plan, sharding
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.training import stage1
@@ -20,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny(**overrides):
     import configs.stage1 as module
-    return common.resolve(common.override(module.get_config(), overrides))
+    return resolve(common.override(module.get_config(), overrides))
 
 
 def shard_bytes(tree) -> int:
@@ -84,7 +85,7 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage2
-    c = common.resolve(module.get_config())
+    c = resolve(module.get_config())
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
         program = plan.stage2_program(c, mesh, plan.Options())
@@ -127,7 +128,7 @@ def test_qformer_abstract_batches_carry_the_utterance_mask():
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
         programs = [plan.stage1_program(c, mesh, plan.Options()),
-                    plan.stage2_program(common.resolve(common.override(module2.get_config(),
+                    plan.stage2_program(resolve(common.override(module2.get_config(),
                                                                        QFORMER)), mesh,
                                         plan.Options())]
     t_a = 2 + 10 * 29    # the tiny AST on 300 frames: 10 x 29 patches + 2
@@ -270,7 +271,7 @@ def test_7b_presets_resolve(name):
     """The presets' configs (their plans are in docs/scaling.md; compiling a 7B is not for CI)."""
     import importlib
     file, _, arg = name.partition(":")
-    c = common.resolve(importlib.import_module(f"configs.{file}").get_config(arg))
+    c = resolve(importlib.import_module(f"configs.{file}").get_config(arg))
     assert c.model == "qwen2_5_vl_7b" and c.dtype == "bfloat16" and c.scan_layers
     hw = c.hardware
     assert hw.budget_gib < hw.device_gib

@@ -265,7 +265,7 @@ def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path
     turned off on purpose; the error names the flag."""
     import configs.stage2
     from configs.common import override
-    from vaemotion_jax.training.assets import Assets
+    from vaemotion_jax.embedded.assets import Assets
     from vaemotion_jax.training.stage2_run import training_records
     manifest = tmp_path / "emotion.jsonl"
     manifest.write_text(json.dumps({
@@ -285,7 +285,7 @@ def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
     rest, and a pool too small for its share gives all it has."""
     import configs.stage2
     from configs.common import override
-    from vaemotion_jax.training.assets import Assets
+    from vaemotion_jax.embedded.assets import Assets
     from vaemotion_jax.training.stage2_run import training_records
     chat = [{"role": "user", "content": "How does it feel?"}, {"role": "assistant", "content": "Calm."}]
     lines = {
@@ -299,7 +299,7 @@ def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
     for name, records in lines.items():
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assets = Assets(str(tmp_path), "", "", "")
-    from configs.common import resolve
+    from vaemotion_jax.presets import resolve
     c = resolve(override(configs.stage2.get_config(),
                          {"data.mc_fraction": 0.25, "data.general_fraction": 0.25}))
     train, _ = training_records(c, assets)

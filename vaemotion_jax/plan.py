@@ -47,17 +47,18 @@ from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.presets import resolve
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
 from vaemotion_jax.examples import layout_arrays
 from vaemotion_jax.training.stage1_run import adapter_config, video_grid
 from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
-# `--config` (a stage config name or path, as for training) is defined by the train entry point.
-from vaemotion_jax.train import expand_config_names
+from configs import define_config_flag, expand_config_names
 
 GiB = 2 ** 30
 TEXT_TOKENS = 48   # template + prompt tokens when no tokenizer is at hand (Qwen's: about 30)
 
+define_config_flag()  # --config: a stage config name or path, as for training
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "simulate this many CPU devices (0: use the devices this machine has)")
 _PEAK = flags.DEFINE_float(
@@ -372,7 +373,7 @@ def stage2_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -
 
 @register("stage2")
 def stage2_program(c, mesh, options: Options) -> Program:
-    from configs.stage2 import ABLATIONS
+    from vaemotion_jax.training.stage2 import ABLATIONS
     from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
     from vaemotion_jax.models.vaemotion import EmotionConfig
     from vaemotion_jax.training import stage2
@@ -672,8 +673,7 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=stage1_7b:gpu8x24 --devices=8")
     if _DEVICES.value:
         simulate_devices(_DEVICES.value)
-    from configs import common
-    c = common.resolve(c)
+    c = resolve(c)
     hw = c.get("hardware") or {}
     pick = lambda flag, key, default=None: (flag.value if flag.value is not None
                                              else hw.get(key, default))

@@ -12,7 +12,7 @@ decides the clip's emotion; everything else in the clip is neutral:
   chime    a bell strike an octave above the phrase                          ( 0.6, -0.6) calm
 
 The cues are made of what the tiny AST was pretrained to hear in the main world (register,
-timbre, note rate; training/audio_pretrain.py). Every clip has a cue span (a "none" clip plays it
+timbre, note rate; embedded/audio_pretrain.py). Every clip has a cue span (a "none" clip plays it
 as an ordinary note), so note onsets do not give the cue away. Nuisances per clip: the phrase's
 timbre (sine | square | sawtooth), its key (C4 +- 3 semitones), its notes, and 2-4 utterances
 placed at random. The picture is a plain grey frame: the clip is to be heard.

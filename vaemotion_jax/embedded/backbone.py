@@ -62,7 +62,6 @@ from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.processing.vision import preprocess_video
-from vaemotion_jax.training import losses
 from vaemotion_jax.examples import LAYOUT_KEYS, layout_arrays, batch_layout
 
 log = logging.getLogger("vaemotion_jax.backbone")
@@ -138,7 +137,10 @@ def lm_loss(params, batch, model):
                         jnp.moveaxis(batch["position_ids"], -1, 0), causal_mask(batch["attention_mask"]))
         return m.logits(jnp.take_along_axis(h, batch["target_index"][..., None], 1))
     logits = model.apply({"params": params}, method=run)
-    return jnp.mean(losses.token_cross_entropy(logits, batch["target_ids"], batch["target_mask"]))
+    log_q = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    nll = -jnp.take_along_axis(log_q, batch["target_ids"][..., None], -1)[..., 0]
+    mask = batch["target_mask"].astype(jnp.float32)
+    return jnp.mean(jnp.sum(nll * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1.0))
 
 
 def load_clips(world_dir: str, tokenizer_dir: str, qwen, prompts, r) -> list[dict]:

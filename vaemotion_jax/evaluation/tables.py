@@ -11,7 +11,7 @@ mean(100, 74, 87, 90) = 87.75, mean(60, 53, 42, 59) = 53.5, All = 72.75 either w
 paper's Table 2 except Emotion-LLaMA's AV (37.25 printed as 37.2; Qwen2.5-Omni's 75.25 is
 printed 75.3, so the paper does not round half to even either).
 
-Table 3 (one row per ablation of configs/stage2.py's ABLATIONS) has Table 2's layout. The
+Table 3 (one row per ablation of training/stage2.py's ABLATIONS) has Table 2's layout. The
 adapter-only row (the Stage 1 model, no LoRA or EmoAdapter) has no joint pathway in the paper, so
 its AV block, and hence All, prints "-" (the paper: A 29.5, V 72.3, AV -, All -).
 
@@ -135,7 +135,7 @@ def format_artemo_table(rows: Mapping[str, dict], digits: int = 1) -> str:
 
 # ---------------------------------------------------------------- Table 3 (ablations)
 
-NO_JOINT_PATHWAY = ("adapter_only",)  # configs/stage2.py ABLATIONS: the Stage 1 model
+NO_JOINT_PATHWAY = ("adapter_only",)  # training/stage2.py ABLATIONS: the Stage 1 model
 
 
 def ablation_row(ablation: str, row: Mapping) -> dict:

@@ -35,6 +35,16 @@ from vaemotion_jax.training.state import TrainState, apply_gradients, merge_para
 log = logging.getLogger("vaemotion_jax.stage1")
 
 
+# Stage 1 prompt pool (the paper samples a prompt per clip from "a predefined pool" it does not
+# publish). These ask for a description, which is what the teacher can answer from video alone.
+STAGE1_PROMPTS = (
+    "Describe what you perceive in this clip.",
+    "What is happening in this clip?",
+    "Describe the clip in one sentence.",
+    "Tell me what this clip shows.",
+)
+
+
 def prompt_for(clip_id: str, prompts: Sequence[str], seed: int, epoch: int = 0) -> str:
     """The clip's prompt in `epoch`, drawn from the pool by a hash of (seed, clip id, epoch)."""
     h = hashlib.sha256(f"{seed}:{clip_id}:{epoch}".encode()).digest()

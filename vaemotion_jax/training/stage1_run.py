@@ -28,8 +28,9 @@ from vaemotion_jax.training.run_file import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
+from vaemotion_jax.presets import resolve
 from vaemotion_jax.training import frozen_cache, runner, stage1, weights
-from vaemotion_jax.training.assets import Assets, default_assets
+from vaemotion_jax.embedded.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
                                           split_params)
@@ -42,8 +43,7 @@ log = logging.getLogger("vaemotion_jax.stage1")
 def resolve_assets(c) -> Assets:
     """Weights and data locations: the config's, or the embedded default's."""
     if c.model == "tiny" and not c.backbone_path:
-        from configs.common import STAGE1_PROMPTS  # the captioner answers the Stage 1 pool
-        a = default_assets(tuple(c.get("prompts", STAGE1_PROMPTS)), c.data.audio_max_length)
+        a = default_assets(tuple(c.get("prompts", stage1.STAGE1_PROMPTS)), c.data.audio_max_length)
     else:
         if not c.backbone_path or not c.audio_encoder_path:
             raise ValueError(f"model {c.model!r} needs --config.backbone_path and "
@@ -263,8 +263,7 @@ def world_vocabulary(world_dir: str) -> dict[str, list[str]]:
 
 def run(c) -> dict[str, Any]:
     """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
-    from configs import common
-    c = common.resolve(c)
+    c = resolve(c)
     mesh, workdir = runner.start_run(c)
     assets = resolve_assets(c)
     save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))

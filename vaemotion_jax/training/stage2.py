@@ -25,6 +25,15 @@ from vaemotion_jax.examples import (audio_inputs, layout_arrays, pathway_positio
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 
+# Table 3 rows: which parts of the EmoAdapter (and LoRA) the run trains.
+ABLATIONS = {
+    "adapter_only": dict(lora=False, enhancer=False, supervisor=False),  # the Stage 1 model
+    "lora": dict(lora=True, enhancer=False, supervisor=False),
+    "lora_enhancer": dict(lora=True, enhancer=True, supervisor=False),
+    "lora_supervisor": dict(lora=True, enhancer=False, supervisor=True),
+    "full": dict(lora=True, enhancer=True, supervisor=True),
+}
+
 TARGET_FIELDS = ("target_index", "target_ids", "target_mask")
 
 

@@ -33,8 +33,10 @@ from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
+from vaemotion_jax.presets import resolve
 from vaemotion_jax.training import frozen_cache, runner, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
+from vaemotion_jax.training.stage2 import ABLATIONS
 from vaemotion_jax.training.stage1_run import resolve_assets
 from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
                                           split_params)
@@ -51,9 +53,8 @@ def stage1_adapter_dir(c) -> str:
         raise FileNotFoundError(f"{path}: no Stage 1 adapter; train Stage 1 first or set "
                                 "--config.stage1_dir")
     log.info("no Stage 1 adapter in %s: running Stage 1 first (the embedded default)", path)
-    import configs.stage1
     from vaemotion_jax.training.stage1_run import run as run_stage1
-    s1 = configs.stage1.get_config()
+    s1 = c.stage1.copy_and_resolve_references()
     with s1.unlocked():
         s1.workdir, s1.seed = c.stage1_dir, c.seed
         s1.data.world_dir = c.data.world_dir
@@ -64,7 +65,6 @@ def stage1_adapter_dir(c) -> str:
 
 def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
     """The ablation's EmoAdapter config and fresh params (enhancer W2 = 0: identity at start)."""
-    from configs.stage2 import ABLATIONS
     parts = ABLATIONS[c.ablation]
     cfg = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
                         c.emotion.supervisor_hidden)
@@ -179,12 +179,10 @@ def stage1_view(params: dict, qwen, ast_config, adapter_cfg, audio_dtype):
 
 def run(c) -> dict[str, Any]:
     """Stage 2 end to end; returns the held-out report (also in workdir/summary.json)."""
-    from configs import common
-    import configs.stage2
-    c = common.resolve(c)
-    if c.ablation not in configs.stage2.ABLATIONS:
-        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(configs.stage2.ABLATIONS)}")
-    parts = configs.stage2.ABLATIONS[c.ablation]
+    c = resolve(c)
+    if c.ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(ABLATIONS)}")
+    parts = ABLATIONS[c.ablation]
     mesh, workdir = runner.start_run(c)
     assets = resolve_assets(c)
     adapter_dir = stage1_adapter_dir(c)

@@ -30,7 +30,7 @@ def cache_dir() -> str:
 def tiny_audio_encoder(world_dir: str, max_length: int) -> str:
     """A tiny AST pretrained on the world's sounds (audio_pretrain.py), saved as a HF dir."""
     from vaemotion_jax.models.ast import tiny
-    from vaemotion_jax.training.audio_pretrain import pretrain_ast, recipe_key
+    from vaemotion_jax.embedded.audio_pretrain import pretrain_ast, recipe_key
 
     cfg = tiny().replace(max_length=max_length)
     final = os.path.join(cache_dir(), "tiny_ast", recipe_key(world_dir, cfg))
