@@ -55,6 +55,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_chat_clips = 100         # held-out clips asked the open emotion questions (0 = none)
     c.eval_stage1_baseline = True   # also report the Stage 1 model (no LoRA, no EmoAdapter)
     c.eval_chat_tokens = 40         # reply length for them (a full emotion sentence)
-    c.teacher_batch = 32            # items per batch when evaluating
+    c.eval_batch = 32               # items per batch when evaluating
     common.apply_preset(c, arg)
     return c

@@ -21,6 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.general_fraction = 8325 / (8325 + 16720)
     # a joint clip fills 2592 placeholders; with its conversation it fits 3072
     c.data.seq_buckets = (512, 1024, 1536, 2048, 2560, 3072, 4096)
-    c.teacher_batch = 8           # items per evaluation batch
+    c.eval_batch = 8              # items per evaluation batch
     hardware.apply(c, arg or "gpu8x24", "stage2")
     return c

@@ -61,7 +61,7 @@ def runs(tmp_path_factory):
     summary = run1(config(settings(assets, s1, steps=3, mesh=(1, 1, 1), eval_clips=2,
                                    **{"data.train_manifest": s1_manifest}, **QFORMER)))
     s2 = settings(assets, str(root / "stage2"), steps=2, stage1_dir=s1, mesh=(1, 1, 1),
-                  eval_items=2, eval_mode="loglik", eval_chat_clips=0, teacher_batch=4,
+                  eval_items=2, eval_mode="loglik", eval_chat_clips=0, eval_batch=4,
                   eval_stage1_baseline=False,
                   **{"data.train_manifest": s2_manifest, "data.general_fraction": 0.0})
     del s2["eval_clips"], s2["max_response_tokens"]

@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
     assets = make_assets(str(root / "assets"))
     s1 = str(root / "stage1")
     run1(config(settings(assets, s1, steps=2, mesh=(1, 1, 1))))
-    base = settings(assets, str(root / "stage2"), steps=3, eval_items=24, teacher_batch=8,
+    base = settings(assets, str(root / "stage2"), steps=3, eval_items=24, eval_batch=8,
                     stage1_dir=s1, mesh=(1, 1, 1), **{"lora.dropout": 0.1})
     del base["eval_clips"], base["max_response_tokens"]
     report = run2(config(base, "stage2"))

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaemotion_jax.data.manifest import Record
+from vaemotion_jax.data.manifest import PATHWAYS, Record
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation.runner import valence_arousal
 from vaemotion_jax.inference import LoadedRun
@@ -177,7 +177,7 @@ def plot_ablation(bench: dict, path: str) -> None:
           lambda row, g: row in NO_JOINT_PATHWAY and g in ("AV", "All"), 25,
           f"benchmark, generate mode ({seeds} seeds; dashed: chance)")
     if with_words:
-        _bars(axes[1], bench, ("a", "v", "av"), lambda r, g: r.get("words", {}).get(g),
+        _bars(axes[1], bench, PATHWAYS, lambda r, g: r.get("words", {}).get(g),
               lambda row, g: False, 20,
               f"emotion word of free replies ({seeds} seeds; dashed: uniform chance)")
     axes[-1].legend(fontsize=7, ncol=2)

@@ -59,6 +59,23 @@ def placeholder_count(modality: str, grid, merge: int) -> int:
     return 2 * n if modality == "av" else n
 
 
+def left_pad_prompts(batch: dict, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A batch's prompts (prompt_ids (B, P), prompt_ids_length (B,)) left-padded for generation:
+    ids (B, P), mask (B, P), and positions (3, B, P) when the batch has `position_ids` (else
+    None). A row with an empty prompt keeps one token, so no row is all padding."""
+    p = batch["prompt_ids"].shape[1]
+    ids = np.full_like(batch["prompt_ids"], pad_id)
+    mask = np.zeros_like(batch["prompt_ids"])
+    pos = np.zeros((3,) + ids.shape, np.int32) if "position_ids" in batch else None
+    for b in range(ids.shape[0]):
+        n = max(int(batch["prompt_ids_length"][b]), 1)
+        ids[b, p - n:] = batch["prompt_ids"][b, :n]
+        mask[b, p - n:] = 1
+        if pos is not None:
+            pos[:, b, p - n:] = batch["position_ids"][b, :n].T
+    return ids, mask, pos
+
+
 JOINT_LAYOUTS = ("shared_grid", "sequential")
 
 

@@ -374,7 +374,7 @@ def stage2_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -
 @register("stage2")
 def stage2_program(c, mesh, options: Options) -> Program:
     from vaemotion_jax.training.stage2 import ABLATIONS
-    from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
+    from vaemotion_jax.training.weights import abstract_emotion_params
     from vaemotion_jax.models.vaemotion import EmotionConfig
     from vaemotion_jax.training import stage2
     from vaemotion_jax.training.stage2_run import trainable_patterns
@@ -388,14 +388,7 @@ def stage2_program(c, mesh, options: Options) -> Program:
                             c.emotion.supervisor_hidden)
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype), emotion))
     boxed = {**frozen_towers(c, qwen, ast), "audio_adapter": adapter_params(adapter, ast)}
-    z, d = jnp.zeros((1, 2, qwen.text.hidden_size)), qwen.text.hidden_size
-    for name, on, module in (("emotion_enhancer", emotion.enhancer,
-                              EmotionEnhancer(d, emotion.enhancer_hidden)),
-                             ("emotion_supervisor", emotion.supervisor,
-                              EmotionSupervisor(d, emotion.supervisor_hidden))):
-        if on:   # stage2_run replicates the EmoAdapter on every device: unboxed = replicated
-            boxed[name] = nn.meta.unbox(jax.eval_shape(
-                lambda r, m=module: m.init(r, z)["params"], jax.random.key(0)))
+    boxed.update(abstract_emotion_params(emotion, qwen.text.hidden_size))
     patterns = trainable_patterns(emotion, parts["lora"])
     if not patterns:
         raise ValueError(f"ablation {c.ablation!r} trains nothing: there is no step to plan")

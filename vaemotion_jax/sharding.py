@@ -6,12 +6,15 @@ so changing the parallelism is a config change, not a code change.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger("vaemotion_jax.sharding")
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -87,9 +90,10 @@ def _mesh_axis_size(mesh: Mesh, axes: Any) -> int:
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,
                     mesh: Mesh | None = None, rules=LOGICAL_RULES) -> PartitionSpec:
-    """Maps logical axis names to a PartitionSpec; a dim that the mesh does not divide is replicated.
-
-    Each mesh axis is used at most once per array (the first logical axis that claims it wins).
+    """Maps logical axis names to a PartitionSpec. Each mesh axis is used at most once per array
+    (the first logical axis that claims it wins). A dimension the mesh axes do not divide keeps
+    the longest prefix of them that does (possibly none: replicated), and says so once in the log
+    (e.g. 2 kv heads on a tensor axis of 4): a plan's memory figures assume the sharded layout.
     """
     table = dict(rules)
     used: set[str] = set()
@@ -100,11 +104,26 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | N
         flat = tuple(a for a in flat if a not in used and (mesh is None or a in mesh.shape))
         if mesh is not None and shape is not None:
             # keep the longest prefix of mesh axes whose product divides the dimension
+            wanted = flat
             while flat and shape[i] % _mesh_axis_size(mesh, flat):
                 flat = flat[:-1]
+            if flat != wanted:
+                _note_fallback(name, shape, i, wanted, flat, mesh)
         used.update(flat)
         out.append(None if not flat else (flat[0] if len(flat) == 1 else flat))
     return PartitionSpec(*out)
+
+
+_FALLBACKS_SEEN: set = set()
+
+
+def _note_fallback(name, shape, i, wanted, kept, mesh) -> None:
+    key = (name, tuple(shape), wanted, kept, tuple(mesh.shape.items()))
+    if key not in _FALLBACKS_SEEN:
+        _FALLBACKS_SEEN.add(key)
+        log.warning("sharding: logical axis %r (dim %d = %d of shape %s) is not divisible by mesh axes "
+                    "%s (size %d); using %s", name, i, shape[i], tuple(shape), wanted,
+                    _mesh_axis_size(mesh, wanted), kept or "none (replicated)")
 
 
 def param_shardings(abstract_params: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:

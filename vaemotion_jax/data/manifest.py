@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 LABEL_RANGE = (-1.0, 1.0)
 PATHWAYS = ("a", "v", "av")
 ROLES = ("system", "user", "assistant")
-MODALITIES = ("a", "v", "av")
+MODALITIES = PATHWAYS   # the inputs a benchmark item gives: audio, video or both
 PATH_FIELDS = ("media", "video", "audio")
 BENCHMARK_FIELDS = ("question", "options", "answer")
 

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from vaemotion_jax.data.manifest import PATHWAYS
+
 WORLD_VERSION = 6  # 3: x264 without mbtree, so the bytes are reproducible; 4: larger objects;
                    # 5: mc_train.jsonl; 6: single-turn Stage 2 chats with question pools
 
@@ -471,7 +473,7 @@ def conversations(spec: ClipSpec, labels: dict, seed: int) -> list[dict]:
     rng = np.random.default_rng([seed, WORLD_VERSION, spec.index, 2])
     pick = lambda xs: xs[rng.integers(len(xs))]
     out = []
-    for m in ("a", "v", "av"):
+    for m in PATHWAYS:
         for kind, question, answer in (
                 ("content", pick(CONTENT_QUESTIONS[m]), content_answer(m, spec.picture, spec.sound)),
                 ("emotion", pick(EMOTION_QUESTIONS[m]), emotion_answer(m, labels))):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaemotion_jax.data import synth
+from vaemotion_jax.data.manifest import PATHWAYS
 from vaemotion_jax.evaluation.prompts import artemo_prompt, choice_answer
 
 CONTEXT = "Here is a description of a clip: "
@@ -41,7 +42,7 @@ def _pick(rng, xs):
 
 def describe_chat(rng) -> list[dict]:
     """A description in the prompt; a content question answered in the conversations' style."""
-    pathway = _pick(rng, ("a", "v", "av"))
+    pathway = _pick(rng, PATHWAYS)
     answer = synth.content_answer(pathway, random_factors(rng), random_factors(rng))
     question = _pick(rng, synth.CONTENT_QUESTIONS[pathway])
     return [{"role": "user", "content": f"{CONTEXT}{answer}\n{question}"},
@@ -50,8 +51,8 @@ def describe_chat(rng) -> list[dict]:
 
 def emotion_chat(rng) -> list[dict]:
     """An emotion statement in the prompt; an emotion question (any wording) about it."""
-    pathway = _pick(rng, ("a", "v", "av"))
-    sentence = synth.emotion_answer(pathway, {p: random_label(rng) for p in ("a", "v", "av")})
+    pathway = _pick(rng, PATHWAYS)
+    sentence = synth.emotion_answer(pathway, {p: random_label(rng) for p in PATHWAYS})
     question = _pick(rng, synth.EMOTION_QUESTIONS[pathway])
     return [{"role": "user", "content": f"{CONTEXT}{sentence}\n{question}"},
             {"role": "assistant", "content": sentence}]

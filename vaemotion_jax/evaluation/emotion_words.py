@@ -9,6 +9,8 @@ import re
 from collections import Counter
 from typing import Callable, Sequence
 
+from vaemotion_jax.data.manifest import PATHWAYS
+
 WORD = re.compile(r"[a-z]+")
 
 
@@ -73,7 +75,7 @@ def emotion_word_report(ask: Callable[[Sequence[str], str, str], list[str | None
 def format_report(report: dict) -> str:
     lines = ["Emotion words in free replies on held-out clips (the training question per pathway)",
              "  pathway  well-formed  right word  chance (commonest / uniform)   n"]
-    for p in ("a", "v", "av"):
+    for p in PATHWAYS:
         if p in report:
             r = report[p]
             lines.append(f"  {p:>7}  {100 * r['well_formed']:10.1f}%  {100 * r['accuracy']:9.1f}%"

@@ -13,6 +13,7 @@ import numpy as np
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.data.pipeline import BatchIterator, PipelineConfig, make_iterator
 from vaemotion_jax.evaluation import runner as eval_runner
+from vaemotion_jax.examples import left_pad_prompts
 from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
@@ -52,7 +53,7 @@ def ask(model, params, spec: eval_runner.InputSpec, media: Sequence[str], modali
     answers: dict[int, Answer] = {}
     for batch in it:
         dev = eval_runner.device_batch(batch)
-        ids, mask, pos = eval_runner.left_pad_prompts(batch, qwen.pad_token_id)
+        ids, mask, pos = left_pad_prompts(batch, qwen.pad_token_id)
         out = greedy_generate(Qwen2_5_VL(qwen), params["backbone"], ids, mask,
                               visual_tokens=eval_runner.pathway_tokens(
                                   model, params, eval_runner.media_fields(dev), modality),

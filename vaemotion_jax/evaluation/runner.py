@@ -37,7 +37,8 @@ from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL
 from vaemotion_jax.models.vaemotion import MODALITY_CODES, VAEmotionLLM
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
-from vaemotion_jax.examples import layout_arrays, pathway_positions, placeholder_count, batch_layout
+from vaemotion_jax.examples import (batch_layout, layout_arrays, left_pad_prompts, pathway_positions,
+                                    placeholder_count)
 
 log = logging.getLogger("vaemotion_jax.evaluate")
 # Prompt lengths, 2 per doubling: evaluation runs each shape for few batches, so a new shape's
@@ -227,20 +228,6 @@ def letter_token_ids(tokenizer, n: int) -> np.ndarray:
                              "option scoring needs one")
         ids.append(toks[0])
     return np.asarray(ids, np.int32)
-
-
-def left_pad_prompts(batch: dict, pad_id: int):
-    """Left-padded prompt ids, mask and positions for generation."""
-    p = batch["prompt_ids"].shape[1]
-    ids = np.full_like(batch["prompt_ids"], pad_id)
-    mask = np.zeros_like(batch["prompt_ids"])
-    pos = np.zeros((3,) + ids.shape, np.int32)
-    for b in range(ids.shape[0]):
-        n = max(int(batch["prompt_ids_length"][b]), 1)
-        ids[b, p - n:] = batch["prompt_ids"][b, :n]
-        mask[b, p - n:] = 1
-        pos[:, b, p - n:] = batch["position_ids"][b, :n].T
-    return ids, mask, pos
 
 
 def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: InputSpec,

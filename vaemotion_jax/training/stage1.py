@@ -20,16 +20,17 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from vaemotion_jax.data.decode import BadExample
 from vaemotion_jax.data.pipeline import clip_text, utterance_arrays
+from vaemotion_jax.examples import audio_inputs, batch_layout, layout_arrays, left_pad_prompts
 from vaemotion_jax.generate import greedy_generate
 from vaemotion_jax.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from vaemotion_jax.models.qwen2_5_vl.rope import rope_index_one
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.examples import audio_inputs, layout_arrays, batch_layout
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 log = logging.getLogger("vaemotion_jax.stage1")
@@ -119,18 +120,6 @@ def attach_responses(batch: dict, responses: Sequence[Sequence[int]], qwen: Qwen
     return out
 
 
-def left_padded_prompts(batch: dict, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's prompts, left-padded for generation: (ids (B, P), mask (B, P))."""
-    p = batch["prompt_ids"].shape[1]
-    ids = np.full_like(batch["prompt_ids"], pad_id)
-    mask = np.zeros_like(batch["prompt_ids"])
-    for b in range(ids.shape[0]):
-        n = int(batch["prompt_ids_length"][b])
-        ids[b, p - n:] = batch["prompt_ids"][b, :n]
-        mask[b, p - n:] = 1
-    return ids, mask
-
-
 def trim_response(tokens: np.ndarray, eos_id: int) -> list[int]:
     """Generated tokens up to and including the first end token (all of them if none: a
     response cut by the generation cap, see `is_truncated`)."""
@@ -165,7 +154,8 @@ def teacher_responses(model, params, batch: dict, qwen: Qwen2_5_VLConfig, max_ne
     Padding rows get an empty response."""
     valid = np.asarray(batch["valid"])
     batch = fill_padding_rows(batch)
-    ids, mask = left_padded_prompts(batch, qwen.pad_token_id)
+    ids, mask, _ = left_pad_prompts({k: batch[k] for k in ("prompt_ids", "prompt_ids_length")},
+                                    qwen.pad_token_id)
     rows = [batch["pixel_values_videos"][b] for b in range(ids.shape[0])]
     grids = np.asarray(batch["video_grid_thw"])
     out = greedy_generate(model, params, ids, mask,
@@ -283,7 +273,7 @@ def train_step(state: TrainState, frozen, batch, *, model, tx, tau: float, align
     (loss, aux), grads = grad_fn(state.params, frozen, batch, teacher, z_v, model=model, tau=tau,
                                  align=align)
     state, finite = apply_gradients(state, grads, loss, tx)
-    return state, {"loss": loss, **aux, "grad_norm": _global_norm(grads), "finite": finite}
+    return state, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "finite": finite}
 
 
 def eval_step(params, batch, *, model, tau: float):
@@ -294,10 +284,6 @@ def eval_step(params, batch, *, model, tau: float):
     return {"kl": losses.kl_divergence(teacher, logits, mask, tau),
             "top1": losses.top1_agreement(teacher, logits, mask),
             "ce": losses.soft_cross_entropy(teacher, logits, mask, tau)}
-
-
-def _global_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree)))
 
 
 # --- attribute agreement of responses -------------------------------------------------------------

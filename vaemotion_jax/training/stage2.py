@@ -13,15 +13,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from vaemotion_jax.data.decode import BadExample
+from vaemotion_jax.data.manifest import PATHWAYS
 from vaemotion_jax.data.pipeline import NOTES, clip_text, label_arrays, utterance_arrays
+from vaemotion_jax.examples import (audio_inputs, layout_arrays, pathway_positions, placeholder_count,
+                                    batch_layout)
 from vaemotion_jax.models.vaemotion import MODALITY_CODES
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
-from vaemotion_jax.examples import (audio_inputs, layout_arrays, pathway_positions, placeholder_count,
-                                    batch_layout)
 from vaemotion_jax.training.state import TrainState, apply_gradients, merge_params
 
 
@@ -128,8 +130,7 @@ def train_step(state: TrainState, frozen, batch, *, model, tx, lam: float, dropo
     (loss, aux), grads = grad_fn(state.params, frozen, batch, rng, model=model, lam=lam,
                                  deterministic=not dropout)
     state, finite = apply_gradients(state, grads, loss, tx)
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-    return state, {"loss": loss, **aux, "grad_norm": norm, "finite": finite}
+    return state, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "finite": finite}
 
 
 # --- V-A metrics -------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def ccc(pred: np.ndarray, true: np.ndarray) -> float:
 def emotion_report(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """CCC and MSE per pathway and dimension: pred/true (N, 3, 2), mask (N, 3)."""
     out = {}
-    for p, name in enumerate(("a", "v", "av")):
+    for p, name in enumerate(PATHWAYS):
         m = mask[:, p]
         for d, dim in enumerate(("valence", "arousal")):
             out[f"ccc_{name}_{dim}"] = ccc(pred[m, p, d], true[m, p, d])

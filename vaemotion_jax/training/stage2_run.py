@@ -14,11 +14,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import linen as nn
+from jax.experimental import multihost_utils
 
 from vaemotion_jax.checkpoints.emotion import export_emotion_modules
 from vaemotion_jax.checkpoints.peft import export_lora_peft
-from vaemotion_jax.data.manifest import Record, read_manifest
+from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.data import synth
@@ -30,7 +30,6 @@ from vaemotion_jax.evaluation.emotion_words import format_report as format_words
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
 from vaemotion_jax.training.run_file import save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
-from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.presets import resolve
@@ -68,17 +67,7 @@ def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
     parts = ABLATIONS[c.ablation]
     cfg = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
                         c.emotion.supervisor_hidden)
-    params = {}
-    z = np.zeros((1, 2, hidden), np.float32)
-    rng = jax.random.key(c.seed + 2)
-    if cfg.enhancer:
-        params["emotion_enhancer"] = EmotionEnhancer(hidden, cfg.enhancer_hidden).init(rng, z)["params"]
-    if cfg.supervisor:
-        params["emotion_supervisor"] = EmotionSupervisor(hidden, cfg.supervisor_hidden).init(rng, z)["params"]
-    params = jax.tree.map(lambda x: jax.device_put(
-        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
-        nn.meta.unbox(params))
-    return cfg, params
+    return cfg, weights.init_emotion_params(cfg, hidden, mesh, jax.random.key(c.seed + 2))
 
 
 def trainable_patterns(emotion: EmotionConfig, lora: bool) -> tuple[str, ...]:
@@ -164,7 +153,7 @@ def input_spec(c, assets, model) -> eval_runner.InputSpec:
 def emotion_on_clips(c, assets, model, params, records) -> dict[str, float]:
     """CCC / MSE of the supervisor's V-A per pathway on one record per held-out clip."""
     pred, true, mask = eval_runner.valence_arousal(model, params, input_spec(c, assets, model),
-                                                   records, c.teacher_batch)
+                                                   records, c.eval_batch)
     return stage2.emotion_report(pred, true, mask)
 
 
@@ -257,7 +246,7 @@ def world_words(c, assets, heldout) -> list[tuple[str, dict]] | None:
         return None
     clips, seen = [], set()
     for r in heldout:
-        if r.media not in seen and r.labels and all(p in r.labels for p in ("a", "v", "av")):
+        if r.media not in seen and r.labels and all(p in r.labels for p in PATHWAYS):
             seen.add(r.media)
             clips.append((r.media, r.labels))
     return clips[:c.eval_chat_clips]
@@ -268,7 +257,7 @@ def emotion_words(c, assets, model, params, clips) -> dict:
     spec = input_spec(c, assets, model)
     ask = lambda media, pathway, question: [
         a.response for a in replies.ask(model, params, spec, media, pathway, question,
-                                        max_new_tokens=c.eval_chat_tokens, batch_size=c.teacher_batch)]
+                                        max_new_tokens=c.eval_chat_tokens, batch_size=c.eval_batch)]
     return emotion_word_report(ask, clips, {p: q[0] for p, q in synth.EMOTION_QUESTIONS.items()},
                                synth.emotion_word, synth.EMOTION_WORDS,
                                paraphrase=synth.HELDOUT_EMOTION_QUESTION)
@@ -298,14 +287,14 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
         for name, (m, p) in models:
             preds = eval_runner.run_items(m, p, items, input_spec(c, assets, m), "artemo",
                                           mode=c.eval_mode,
-                                          batch_size=c.teacher_batch,
+                                          batch_size=c.eval_batch,
                                           max_new_tokens=c.eval_max_new_tokens)
             rows[name] = artemo_row_from_predictions(preds)
             out.setdefault("failures", {})[name] = sum(p_.failed for p_ in preds)
             if c.eval_mode == "generate":
                 out.setdefault("named_right", {})[name] = {
                     m: float(np.mean([p_.named == p_.answer for p_ in preds if p_.modality == m]))
-                    for m in ("a", "v", "av") if any(p_.modality == m for p_ in preds)}
+                    for m in PATHWAYS if any(p_.modality == m for p_ in preds)}
         out["benchmark"] = rows
     table = (f"ArtEmoBenchmark-style held-out items ({c.eval_mode} mode)\n" + format_artemo_table(rows)
              if rows else "")
@@ -317,7 +306,7 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
         e = out["emotion"]
         table += "\n\nValence/arousal on held-out clips (Emotion Supervisor)\n" + "\n".join(
             f"  {p:>2}: CCC valence {e[f'ccc_{p}_valence']:.3f}  arousal {e[f'ccc_{p}_arousal']:.3f}"
-            f"  MSE {e[f'mse_{p}']:.4f}" for p in ("a", "v", "av"))
+            f"  MSE {e[f'mse_{p}']:.4f}" for p in PATHWAYS)
     out["table"] = table
     return out
 
@@ -332,4 +321,7 @@ def export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts) -> None:
     if emotion_cfg.supervisor:
         configs_["emotion_supervisor"] = {"hidden_size": qwen.text.hidden_size,
                                           "mlp_hidden": emotion_cfg.supervisor_hidden}
-    export_emotion_modules(params, configs_, os.path.join(workdir, "emoadapter"))
+    # the EmoAdapter and the adapter are sharded by their logical axes: gather them first
+    small = multihost_utils.process_allgather({k: params[k] for k in configs_}, tiled=True)
+    if jax.process_index() == 0:
+        export_emotion_modules(small, configs_, os.path.join(workdir, "emoadapter"))

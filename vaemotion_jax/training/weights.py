@@ -22,6 +22,7 @@ from vaemotion_jax.checkpoints.mapping import flatten, unflatten
 from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
 from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, save_safetensors_dir
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
+from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -52,6 +53,34 @@ def init_adapter(cfg: AudioAdapterConfig, ast_config, mesh, rng) -> dict:
     adapter, feats, boxed = _boxed_adapter(cfg, ast_config, rng)
     init = jax.jit(lambda r: nn.meta.unbox(adapter.init(r, feats)["params"]),
                    out_shardings=sharding.param_shardings(boxed, mesh))
+    return init(rng)
+
+
+def emotion_modules(cfg, hidden: int) -> dict[str, nn.Module]:
+    """The EmoAdapter parts an `EmotionConfig` turns on, by their param-tree names."""
+    parts = {}
+    if cfg.enhancer:
+        parts["emotion_enhancer"] = EmotionEnhancer(hidden, cfg.enhancer_hidden)
+    if cfg.supervisor:
+        parts["emotion_supervisor"] = EmotionSupervisor(hidden, cfg.supervisor_hidden)
+    return parts
+
+
+def _emotion_init(cfg, hidden: int):
+    z = jnp.zeros((1, 2, hidden), jnp.float32)
+    return lambda r: {name: m.init(r, z)["params"] for name, m in emotion_modules(cfg, hidden).items()}
+
+
+def abstract_emotion_params(cfg, hidden: int) -> dict:
+    """Boxed abstract params (logical axes) of the EmoAdapter parts `cfg` turns on."""
+    return jax.eval_shape(_emotion_init(cfg, hidden), jax.random.key(0))
+
+
+def init_emotion_params(cfg, hidden: int, mesh, rng) -> dict:
+    """Fresh EmoAdapter params (enhancer W2 = 0: identity at start), created sharded by their
+    logical axes, as the adapter's are."""
+    init = jax.jit(lambda r: nn.meta.unbox(_emotion_init(cfg, hidden)(r)),
+                   out_shardings=sharding.param_shardings(abstract_emotion_params(cfg, hidden), mesh))
     return init(rng)
 
 
