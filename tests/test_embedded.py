@@ -125,3 +125,29 @@ def test_vision_pretraining_reads_training_frames_and_moves_the_tower(tmp_path):
     assert jax.tree.structure(trained) == jax.tree.structure(visual)
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), trained, visual))
     assert max(moved) > 0
+
+
+def test_a_frozen_tower_gets_no_gradient_from_the_language_loss(tmp_path):
+    """`freeze_vision`: the LM phase's loss reaches the LLM but not the pretrained tower."""
+    import jax
+    import optax
+    from flax import linen as nn
+    from vaemotion_jax.data.synth import WorldConfig, generate
+    from vaemotion_jax.embedded import backbone
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, init_params
+    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    world = str(tmp_path / "world")
+    generate(world, WorldConfig(num_clips=6, heldout=0.2), workers=1)
+    qwen = qwen_config.tiny()
+    r = {**backbone.RECIPE, "batch_size": 2}
+    clips = backbone.load_clips(world, default_tiny_tokenizer_dir(), qwen, ("Describe the clip.",), r)
+    batch = backbone.video_batch(clips, np.random.default_rng(0), r, qwen.pad_token_id)
+    params = nn.meta.unbox(init_params(qwen, jax.random.key(0)))
+    norms = {}
+    for freeze in (False, True):
+        grads = jax.grad(backbone.lm_loss)(params, batch, Qwen2_5_VL(qwen), freeze)
+        norms[freeze] = {k: float(optax.global_norm(v)) for k, v in grads.items()}
+    assert norms[False]["visual"] > 0 and norms[True]["visual"] == 0.0
+    assert norms[True]["llm"] > 0
+    assert norms[True]["llm"] == pytest.approx(norms[False]["llm"], rel=1e-5)
