@@ -14,7 +14,7 @@
    spread (sample std over seeds) per measure.
 
     python benchmarks/bench_stage1.py [--steps 400] [--seeds 0,1,2] [--out runs/bench_stage1]
-        [--topk 64] [--timing-only]
+        [--topk 64] [--timing-only | --table1-only]
 """
 from __future__ import annotations
 
@@ -202,6 +202,13 @@ def benchmark_accuracy(stage1_dir: str) -> dict:
     return artemo_row_from_predictions(preds)
 
 
+def save(out: str, name: str, result: dict) -> None:
+    """Prints the load average (timings mean little on a busy machine) and writes out/name."""
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(result, f, indent=2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=400)
@@ -213,6 +220,7 @@ def main() -> None:
                    help="only the jitted step per cache setting, alternating on the same batches")
     p.add_argument("--timing-only", action="store_true",
                    help="step times, cache sizes and the top-k comparison only (no Table 1)")
+    p.add_argument("--table1-only", action="store_true", help="only Table 1 dagger (no timings)")
     args = p.parse_args()
     import numpy as np
     from vaemotion_jax.training import runner
@@ -229,19 +237,17 @@ def main() -> None:
         for name, sec in a["step_seconds"].items():
             print(f"  {name:<24} {sec:7.3f} s/step ({a['step_seconds']['none'] / sec:.2f}x)  "
                   f"host {a['host_cpu_seconds_per_batch'][name]:.4f} s")
-        print(f"load average after: {os.getloadavg()[0]:.1f}")
-        with open(os.path.join(out, "bench_stage1_alternating.json"), "w") as f:
-            json.dump(a, f, indent=2)
+        save(out, "bench_stage1_alternating.json", a)
         return
-    t = timings(out, args.timing_steps, args.topk)
-    print_timings(t, args.topk)
-    t["heldout_after_training"] = heldout_topk(out, args.steps, args.topk)
-    for name, r in t["heldout_after_training"].items():
-        print(f"  after {args.steps} steps with the {name} teacher: held-out KL {r['kl']:.4f}, "
-              f"top-1 {r['top1']:.3f}, attributes {r.get('attribute_agreement', float('nan')):.3f}")
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
-    with open(os.path.join(out, "bench_stage1_timing.json"), "w") as f:
-        json.dump(t, f, indent=2)
+    t = {}
+    if not args.table1_only:
+        t = timings(out, args.timing_steps, args.topk)
+        print_timings(t, args.topk)
+        t["heldout_after_training"] = heldout_topk(out, args.steps, args.topk)
+        for name, r in t["heldout_after_training"].items():
+            print(f"  after {args.steps} steps with the {name} teacher: held-out KL {r['kl']:.4f}, "
+                  f"top-1 {r['top1']:.3f}, attributes {r.get('attribute_agreement', float('nan')):.3f}")
+        save(out, "bench_stage1_timing.json", t)
     if args.timing_only:
         return
 
