@@ -44,10 +44,10 @@ def main() -> None:
     import configs.stage2
     from configs.common import override
     from vaemotion_jax.evaluation.tables import NO_JOINT_PATHWAY
-    from vaemotion_jax.training import runner
+    from vaemotion_jax.training import loop
     from vaemotion_jax.training.stage2 import ABLATIONS
     from vaemotion_jax.training.stage2_run import run
-    runner.setup_logging()
+    loop.setup_logging()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {}
     for ablation in ABLATIONS:

@@ -27,7 +27,7 @@ def main() -> None:
     import jax
     from vaemotion_jax.evaluate import default_manifest
     from vaemotion_jax.evaluation.prompts import load_benchmark
-    from vaemotion_jax.evaluation.runner import run_items
+    from vaemotion_jax.evaluation.benchmark import run_items
     from vaemotion_jax.inference import load_run
 
     compiles = []

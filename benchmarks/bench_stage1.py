@@ -70,7 +70,7 @@ def alternating_steps(out: str, batches: int, rounds: int, topk: int) -> dict:
     import statistics
     import jax
     from vaemotion_jax.presets import resolve
-    from vaemotion_jax.training import frozen_cache, runner, stage1
+    from vaemotion_jax.training import frozen_cache, loop, stage1
     from vaemotion_jax.training import stage1_run as s1
     from vaemotion_jax.training.checkpoint import fingerprint
     from vaemotion_jax.training.state import create_state, make_optimizer, split_params
@@ -78,7 +78,7 @@ def alternating_steps(out: str, batches: int, rounds: int, topk: int) -> dict:
     c = resolve(stage1_config(os.path.join(out, "alternating"), **{
         "cache.dir": os.path.join(out, "cache_alternating"), "cache.audio_features": True,
         "cache.teacher_logits": True}))
-    mesh, workdir = runner.start_run(c)
+    mesh, workdir = loop.start_run(c)
     assets = s1.resolve_assets(c)
     with jax.set_mesh(mesh):
         model, qwen_model, params, _ = s1.build(c, assets, mesh)
@@ -112,7 +112,7 @@ def alternating_steps(out: str, batches: int, rounds: int, topk: int) -> dict:
             for b in plain:
                 for t in ts:
                     b = t[1](b)
-                made.append(runner.global_batch(b, mesh))
+                made.append(loop.global_batch(b, mesh))
             host[name] = (time.process_time() - started) / len(plain)
             inputs[name] = made
         trainable, frozen = split_params(params, tuple(c.trainable))
@@ -190,7 +190,7 @@ def print_timings(t: dict, topk: int) -> None:
 def benchmark_accuracy(stage1_dir: str) -> dict:
     """A-only accuracy of a Stage 1 run on the synthetic world's held-out benchmark."""
     from vaemotion_jax.evaluation.prompts import load_benchmark
-    from vaemotion_jax.evaluation.runner import run_items
+    from vaemotion_jax.evaluation.benchmark import run_items
     from vaemotion_jax.evaluation.tables import artemo_row_from_predictions
     from vaemotion_jax.inference import load_run
     run = load_run(stage1_dir)
@@ -223,9 +223,9 @@ def main() -> None:
     p.add_argument("--table1-only", action="store_true", help="only Table 1 dagger (no timings)")
     args = p.parse_args()
     import numpy as np
-    from vaemotion_jax.training import runner
+    from vaemotion_jax.training import loop
     from vaemotion_jax.training.stage1_run import run
-    runner.setup_logging()
+    loop.setup_logging()
     out = os.path.abspath(args.out)
     seeds = [int(x) for x in args.seeds.split(",")]
 

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     c.eval_items = 0                # benchmark items to score at the end (0 = all held-out)
     c.eval_mode = "generate"        # the paper's protocol: greedy decoding + AIR-Bench's letter
-                                    # rule (loglik | cloze: evaluation/runner.py)
+                                    # rule (loglik | cloze: evaluation/benchmark.py)
     c.eval_chat_clips = 100         # held-out clips asked the open emotion questions (0 = none)
     c.eval_stage1_baseline = True   # also report the Stage 1 model (no LoRA, no EmoAdapter)
     c.eval_chat_tokens = 40         # reply length for them (a full emotion sentence)

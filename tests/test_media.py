@@ -128,13 +128,13 @@ def _positions(example, key="position_ids"):
 
 def test_a_clip_gets_the_same_positions_in_training_evaluation_and_chat(clip_and_wav):
     from vaemotion_jax.evaluation.replies import question_batches as chat_batches
-    from vaemotion_jax.evaluation import runner as eval_runner
+    from vaemotion_jax.evaluation import benchmark as eval_benchmark
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage1, stage2
     clip, wav, media = clip_and_wav
     qwen, tok = qwen_config.tiny(), default_tiny_tokenizer_dir()
-    spec = eval_runner.InputSpec(tok, media, "shared_grid")
+    spec = eval_benchmark.InputSpec(tok, media, "shared_grid")
     question = "What emotion does the music convey?"
     asked_by = {}
     for modality in ("a", "v", "av"):
@@ -144,7 +144,7 @@ def test_a_clip_gets_the_same_positions_in_training_evaluation_and_chat(clip_and
         train = ExampleFn(media=media, format_fn=functools.partial(
             stage2.conversation_example, tokenizer_dir=tok, qwen=qwen,
             joint_layout="shared_grid"))(record)
-        asked = eval_runner.example_fn(spec, qwen, "artemo", modality, prompt=question)(
+        asked = eval_benchmark.example_fn(spec, qwen, "artemo", modality, prompt=question)(
             Record(id="c", media=clip, modality=modality))
         n = len(asked["prompt_ids"])
         np.testing.assert_array_equal(asked["prompt_ids"], train["input_ids"][:n])
@@ -159,7 +159,7 @@ def test_a_clip_gets_the_same_positions_in_training_evaluation_and_chat(clip_and
     np.testing.assert_array_equal(asked_wav["position_ids"][0, :n], _positions(asked))
     # Stage 1 trains the audio pathway on the video's positions: the same ones again
     stage1_fn = ExampleFn(media=media, format_fn=functools.partial(
-        stage1.prompt_example, tokenizer_dir=tok, qwen=qwen, prompts=(question,), seed=0))
+        stage1.teacher_prompt_example, tokenizer_dir=tok, qwen=qwen, prompts=(question,), seed=0))
     prompt = stage1_fn(Record(id="c", media=clip))
     prompt.pop(NOTES)
     batch = collate([prompt], 1, {"prompt_ids": (64, 128)}, {})

@@ -34,7 +34,7 @@ def shard_bytes(tree) -> int:
 
 
 def real_batch(c, batch: int, **features) -> dict:
-    """A Stage 1 batch made by the trainer's own host code (prompt_example, attach_responses)
+    """A Stage 1 batch made by the trainer's own host code (teacher_prompt_example, attach_responses)
     with the longest prompt and a response of max_response_tokens; `features` added to the
     clip's."""
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
@@ -46,7 +46,7 @@ def real_batch(c, batch: int, **features) -> dict:
                 "fbank_mask": np.ones(c.data.audio_windows, bool),
                 "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0, **features}
     longest = max(c.prompts, key=len)
-    examples = [stage1.prompt_example(Record(id=f"clip{i}"), features,
+    examples = [stage1.teacher_prompt_example(Record(id=f"clip{i}"), features,
                                       tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
                                       prompts=(longest,), seed=0) for i in range(batch)]
     n = max(len(e["prompt_ids"]) for e in examples)

@@ -161,7 +161,7 @@ def user_text(tokenizer_dir: str, ids) -> str:
 
 
 def test_user_turn_is_the_same_in_training_evaluation_and_chat(runs):
-    from vaemotion_jax.evaluation import runner as eval_runner
+    from vaemotion_jax.evaluation import benchmark as eval_benchmark
     from vaemotion_jax.evaluation.replies import question_batches
     from vaemotion_jax.inference import load_run
     from vaemotion_jax.training import stage1, stage2
@@ -181,9 +181,9 @@ def test_user_turn_is_the_same_in_training_evaluation_and_chat(runs):
             stage2.conversation_example, tokenizer_dir=tok, qwen=qwen,
             joint_layout=spec.joint_layout))(record)
         assert trained[NOTES] == (() if record is two else ("utterances_fallback",))
-        asked = eval_runner.example_fn(spec, qwen, "artemo", "av", prompt=question)(record)
+        asked = eval_benchmark.example_fn(spec, qwen, "artemo", "av", prompt=question)(record)
         prompted = ExampleFn(media=spec.media, utterances=spec.utterances,
-                             format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=tok,
+                             format_fn=functools.partial(stage1.teacher_prompt_example, tokenizer_dir=tok,
                                                          qwen=qwen, prompts=(question,),
                                                          seed=0))(record)
         n = len(asked["prompt_ids"])

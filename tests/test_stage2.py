@@ -151,7 +151,7 @@ def test_evaluation_compiles_once_not_per_batch_or_call(runs):
     """A second pass of `run_items` over the same items (several batches) compiles nothing, in
     every mode: the programs are cached per shape, not per call or batch."""
     from vaemotion_jax.evaluation.prompts import load_benchmark
-    from vaemotion_jax.evaluation.runner import run_items
+    from vaemotion_jax.evaluation.benchmark import run_items
     from vaemotion_jax.inference import load_run
     run = load_run(runs["stage1"])
     world = json.load(open(os.path.join(runs["stage1"], "run.json")))["world_dir"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from vaemotion_jax.data.manifest import PATHWAYS, Record
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
-from vaemotion_jax.evaluation.runner import valence_arousal
+from vaemotion_jax.evaluation.benchmark import valence_arousal
 from vaemotion_jax.inference import LoadedRun
 from vaemotion_jax.training import stage1
 
@@ -49,8 +49,9 @@ def stage1_token_stats(run: LoadedRun, records: list[Record], k: int = 5,
     response, for each clip of `records` (video + audio files)."""
     c, qwen, tok = run.config, run.model.config.qwen, run.tokenizer
     fn = ExampleFn(media=run.spec.media, utterances=run.spec.utterances,
-                   format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=run.spec.tokenizer_dir,
-                                               qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
+                   format_fn=functools.partial(stage1.teacher_prompt_example,
+                                               tokenizer_dir=run.spec.tokenizer_dir, qwen=qwen,
+                                               prompts=tuple(c.prompts), seed=c.seed))
     it = make_iterator(records, fn, PipelineConfig(
         batch_size=batch_size, shuffle=False, num_epochs=1, drop_remainder=False,
         buckets={"prompt_ids": tuple(c.data.seq_buckets)}, pad_values={"prompt_ids": qwen.pad_token_id}))

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     if args.prompt is not None:
         raise SystemExit("--prompt is for --benchmark emer; multiple-choice items use their benchmark's prompt")
     args.max_new_tokens = args.max_new_tokens or 8
-    from vaemotion_jax.evaluation.runner import run_items
+    from vaemotion_jax.evaluation.benchmark import run_items
     from vaemotion_jax.inference import load_run
 
     manifest = args.manifest

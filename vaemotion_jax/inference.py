@@ -20,7 +20,7 @@ from vaemotion_jax.checkpoints.emotion import load_emotion_modules
 from vaemotion_jax.checkpoints.peft import load_lora_peft
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.utterances import utterance_spec
-from vaemotion_jax.evaluation.runner import InputSpec
+from vaemotion_jax.evaluation.benchmark import InputSpec
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.training import weights
 from vaemotion_jax.training.run_file import RUN_FILE

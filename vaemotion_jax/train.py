@@ -14,8 +14,8 @@ _CONFIG = define_config_flag()
 
 def main(argv):
     del argv
-    from vaemotion_jax.training import runner
-    runner.setup_logging()
+    from vaemotion_jax.training import loop
+    loop.setup_logging()
     c = _CONFIG.value
     if c is None:
         raise app.UsageError("--config is required, e.g. --config=stage1")

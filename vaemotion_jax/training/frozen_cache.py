@@ -138,7 +138,7 @@ def any_process(flag: bool) -> bool:
 def local_rows(fn: Callable, batch: dict, mesh) -> dict[str, np.ndarray]:
     """`fn(global batch)` -> {name: array (global B, ...)}, as NumPy rows of this process's part
     of the batch (process-local rows are consecutive blocks of the global batch)."""
-    from vaemotion_jax.training.runner import global_batch
+    from vaemotion_jax.training.loop import global_batch
     out = fn(global_batch(batch, mesh))
     n = len(batch["valid"])
     start = jax.process_index() * n

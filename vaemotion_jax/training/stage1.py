@@ -54,7 +54,7 @@ def prompt_for(clip_id: str, prompts: Sequence[str], seed: int, epoch: int = 0) 
 
 # --- host side: examples ----------------------------------------------------------------------
 
-def prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_VLConfig,
+def teacher_prompt_example(record, features: dict, *, tokenizer_dir: str, qwen: Qwen2_5_VLConfig,
                    prompts: Sequence[str], seed: int) -> dict:
     """Pipeline `format_fn`: prompt tokens (ending in the generation prompt) + media + layout;
     the prompt follows the clip's window timestamps, and utterance_mask is added, when the

@@ -29,7 +29,7 @@ from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.presets import resolve
-from vaemotion_jax.training import frozen_cache, runner, stage1, weights
+from vaemotion_jax.training import frozen_cache, loop, stage1, weights
 from vaemotion_jax.embedded.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
@@ -96,7 +96,7 @@ def example_fn(c, assets: Assets, qwen, utterances: UtteranceSpec | None = None)
     return ExampleFn(
         media=MediaSpec.from_config(c.data), utterances=utterances,
         clip_keys=c.cache.audio_features or c.cache.teacher_logits,
-        format_fn=functools.partial(stage1.prompt_example, tokenizer_dir=assets.tokenizer_dir,
+        format_fn=functools.partial(stage1.teacher_prompt_example, tokenizer_dir=assets.tokenizer_dir,
                                     qwen=qwen, prompts=tuple(c.prompts), seed=c.seed))
 
 
@@ -219,7 +219,7 @@ class HeldOut:
     def distributions(self, params) -> dict[str, float]:
         sums, n = {}, 0.0
         for batch in self.batches:
-            out = self.step(params, runner.global_batch(batch, self.mesh))
+            out = self.step(params, loop.global_batch(batch, self.mesh))
             valid = batch["valid"].astype(np.float64)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(np.sum(sharding.to_host(v) * valid))
@@ -264,7 +264,7 @@ def world_vocabulary(world_dir: str) -> dict[str, list[str]]:
 def run(c) -> dict[str, Any]:
     """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
     c = resolve(c)
-    mesh, workdir = runner.start_run(c)
+    mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
     save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))
     log.info("backbone %s | audio encoder %s | data %s", assets.backbone_path,
@@ -308,7 +308,7 @@ def run(c) -> dict[str, Any]:
             batch = complete(batch)
             for _, attach in caches:
                 batch = attach(batch)
-            return runner.global_batch(batch, mesh)
+            return loop.global_batch(batch, mesh)
 
         held = None
         if heldout:
@@ -333,7 +333,7 @@ def run(c) -> dict[str, Any]:
             log.info("held-out at step %d: %s", step, _fmt(values))
             return values
 
-        state = runner.train_loop(
+        state = loop.train_loop(
             workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
             make_batch=train_batch, step_fn=step_fn,
             meta=meta, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
@@ -347,7 +347,7 @@ def run(c) -> dict[str, Any]:
         weights.export_adapter(state.params["audio_adapter"], adapter_cfg,
                        os.path.join(workdir, "audio_adapter"))
     summary = {"start": start, "end": end, "steps": c.steps, "skipped_steps": int(state.skipped)}
-    runner.write_json(os.path.join(workdir, "summary.json"), summary)
+    loop.write_json(os.path.join(workdir, "summary.json"), summary)
     print(report_table(summary))
     return summary
 

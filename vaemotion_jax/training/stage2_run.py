@@ -24,7 +24,7 @@ from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
 from vaemotion_jax.data import synth
 from vaemotion_jax.data.utterances import UtteranceSpec, utterance_spec
 from vaemotion_jax.evaluation import replies
-from vaemotion_jax.evaluation import runner as eval_runner
+from vaemotion_jax.evaluation import benchmark as eval_benchmark
 from vaemotion_jax.evaluation.emotion_words import emotion_word_report
 from vaemotion_jax.evaluation.emotion_words import format_report as format_words
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
@@ -33,7 +33,7 @@ from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.presets import resolve
-from vaemotion_jax.training import frozen_cache, runner, stage2, weights
+from vaemotion_jax.training import frozen_cache, loop, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.stage2 import ABLATIONS
 from vaemotion_jax.training.stage1_run import resolve_assets
@@ -142,17 +142,17 @@ def example_fn(c, assets, qwen, utterances: UtteranceSpec | None = None) -> Exam
                                     max_target_tokens=c.max_target_tokens))
 
 
-def input_spec(c, assets, model) -> eval_runner.InputSpec:
+def input_spec(c, assets, model) -> eval_benchmark.InputSpec:
     """How the evaluation makes `model`'s inputs: the run's media, joint layout and the
     utterance windows of its audio adapter."""
-    return eval_runner.InputSpec(assets.tokenizer_dir, MediaSpec.from_config(c.data),
+    return eval_benchmark.InputSpec(assets.tokenizer_dir, MediaSpec.from_config(c.data),
                                  c.joint_layout,
                                  utterance_spec(model.config.adapter, model.config.ast))
 
 
 def emotion_on_clips(c, assets, model, params, records) -> dict[str, float]:
     """CCC / MSE of the supervisor's V-A per pathway on one record per held-out clip."""
-    pred, true, mask = eval_runner.valence_arousal(model, params, input_spec(c, assets, model),
+    pred, true, mask = eval_benchmark.valence_arousal(model, params, input_spec(c, assets, model),
                                                    records, c.eval_batch)
     return stage2.emotion_report(pred, true, mask)
 
@@ -172,7 +172,7 @@ def run(c) -> dict[str, Any]:
     if c.ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(ABLATIONS)}")
     parts = ABLATIONS[c.ablation]
-    mesh, workdir = runner.start_run(c)
+    mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
     adapter_dir = stage1_adapter_dir(c)
     save_run(workdir, c, assets, adapter_dir)
@@ -219,9 +219,9 @@ def run(c) -> dict[str, Any]:
             features = frozen_cache.audio_feature_transform(
                 c, workdir, model, params, fingerprint(assets.audio_encoder_path), mesh)
             attach = features[1] if features else (lambda b: b)
-            state = runner.train_loop(
+            state = loop.train_loop(
                 workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
-                make_batch=lambda b: runner.global_batch(attach(b), mesh), step_fn=step_fn,
+                make_batch=lambda b: loop.global_batch(attach(b), mesh), step_fn=step_fn,
                 meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
                 keep=c.keep_checkpoints, batch_size=c.data.batch_size,
@@ -234,7 +234,7 @@ def run(c) -> dict[str, Any]:
         export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts)
     report["ablation"] = c.ablation
     report["skipped_steps"] = int(state.skipped) if state is not None else 0
-    runner.write_json(os.path.join(workdir, "summary.json"), report)
+    loop.write_json(os.path.join(workdir, "summary.json"), report)
     print(report["table"])
     return report
 
@@ -285,7 +285,7 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
         if c.eval_items:
             items = items[:c.eval_items]
         for name, (m, p) in models:
-            preds = eval_runner.run_items(m, p, items, input_spec(c, assets, m), "artemo",
+            preds = eval_benchmark.run_items(m, p, items, input_spec(c, assets, m), "artemo",
                                           mode=c.eval_mode,
                                           batch_size=c.eval_batch,
                                           max_new_tokens=c.eval_max_new_tokens)

@@ -62,7 +62,7 @@ class InputSpec:
         return self.media.grid
 
 
-def prompt_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
+def item_example(record: Record, features: dict, *, spec: InputSpec, qwen, benchmark: str,
                    pad_absent: bool = False, prompt: str | None = None,
                    question_only: bool = False) -> dict:
     """Pipeline `format_fn`: the item's prompt (ending in the generation prompt) with its
@@ -103,7 +103,7 @@ def example_fn(spec: InputSpec, qwen, benchmark: str, modality: str | None,
     """Decodes only the streams the items need (audio-only items: no video). `prompt` replaces
     the items' own multiple-choice prompt (free questions, emotion read-outs)."""
     return ExampleFn(media=spec.media, video=modality != "a", utterances=spec.utterances,
-                     format_fn=functools.partial(prompt_example, spec=spec, qwen=qwen,
+                     format_fn=functools.partial(item_example, spec=spec, qwen=qwen,
                                                  benchmark=benchmark, pad_absent=pad_absent,
                                                  prompt=prompt, question_only=question_only),
                      reuse_clips=True)
