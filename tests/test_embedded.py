@@ -151,3 +151,12 @@ def test_a_frozen_tower_gets_no_gradient_from_the_language_loss(tmp_path):
     assert norms[False]["visual"] > 0 and norms[True]["visual"] == 0.0
     assert norms[True]["llm"] > 0
     assert norms[True]["llm"] == pytest.approx(norms[False]["llm"], rel=1e-5)
+
+
+def test_emotion_wordings_vary_and_never_give_away_the_held_out_paraphrase():
+    rng = np.random.default_rng(0)
+    asked = {p: {language.emotion_question(rng, p) for _ in range(400)} for p in ("a", "v", "av")}
+    for p, questions in asked.items():
+        assert set(synth.EMOTION_QUESTIONS[p]) < questions and len(questions) > 15
+        assert not any("scene" in q for q in questions)
+    assert synth.HELDOUT_EMOTION_QUESTION not in set().union(*asked.values())

@@ -78,7 +78,7 @@ RECIPE = dict(vision_steps=1500, vision_batch_size=32, vision_lr=3e-3, freeze_vi
                         "matching_choice": 0.5},
               num_frames=4, resized_hw=(112, 112), min_pixels=28 * 28, max_pixels=112 * 112,
               seq_buckets=(64, 96, 128, 160, 192, 224, 256), target_buckets=(8, 16, 24, 32, 48),
-              version=5)
+              version=6)
 
 
 def video_chats(caption: str, prompts: Sequence[str], questions: Sequence[dict]) -> list[list[dict]]:

@@ -9,7 +9,8 @@ backbone also learns from text-only chats drawn from a seed, never from a clip:
   conversations ("I see ...", "I hear ...", "The music feels ...");
 * emotion statements whose word and bins follow the meaning of the words (the valence/arousal
   quadrant), but which picture or sound goes with which emotion is NOT here: each chat's
-  emotion is drawn independently of its description (that link is what Stage 2 teaches);
+  emotion is drawn independently of its description (that link is what Stage 2 teaches); the
+  questions come in more wordings than the world's (`EMOTION_FRAMES`), never the held-out one;
 * questions about a description given in the prompt: open questions (several wordings)
   answered in the conversations' style, and multiple-choice items in the benchmark's exact
   format answered by naming the option and its letter, "It is red (B)" (reading comprehension:
@@ -49,11 +50,32 @@ def describe_chat(rng) -> list[dict]:
             {"role": "assistant", "content": answer}]
 
 
+# More wordings of the emotion question than the world's conversations use, as an instruction-
+# tuned model has met many: the question's intent, not its exact words, decides the answer.
+# None says "scene", so the held-out paraphrase ("What emotion does this scene convey?") stays
+# unseen. (With only the world's three wordings per pathway, one backbone answered the
+# paraphrase with an emotion sentence 100% of the time and the next with a caption 100%.)
+EMOTION_FRAMES = ("What emotion does {} convey?", "What mood does {} have?", "How does {} feel?",
+                  "What feeling does {} give?", "Which emotion is in {}?",
+                  "What emotion do you get from {}?", "Tell me the emotion of {}.")
+EMOTION_SUBJECTS = {"a": ("the music", "the soundtrack", "the melody", "the sound"),
+                    "v": ("the video", "the picture", "the moving picture"),
+                    "av": ("the clip", "this clip", "the whole clip", "the picture and the music")}
+
+
+def emotion_question(rng, pathway: str) -> str:
+    """One of the world's emotion questions for the pathway, or (half the time) a wording from
+    `EMOTION_FRAMES` x `EMOTION_SUBJECTS`."""
+    if rng.random() < 0.5:
+        return _pick(rng, synth.EMOTION_QUESTIONS[pathway])
+    return _pick(rng, EMOTION_FRAMES).format(_pick(rng, EMOTION_SUBJECTS[pathway]))
+
+
 def emotion_chat(rng) -> list[dict]:
     """An emotion statement in the prompt; an emotion question (any wording) about it."""
     pathway = _pick(rng, PATHWAYS)
     sentence = synth.emotion_answer(pathway, {p: random_label(rng) for p in PATHWAYS})
-    question = _pick(rng, synth.EMOTION_QUESTIONS[pathway])
+    question = emotion_question(rng, pathway)
     return [{"role": "user", "content": f"{CONTEXT}{sentence}\n{question}"},
             {"role": "assistant", "content": sentence}]
 
