@@ -311,3 +311,26 @@ def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
     assert [r.id for r in train] == [f"e{i}" for i in range(6)]
     with pytest.raises(ValueError, match="mc_fraction"):
         training_records(override(c, {"data.mc_fraction": 0.6, "data.general_fraction": 0.4}), assets)
+
+
+def test_stage1_adapter_from_other_weights_is_refused(runs, tmp_path):
+    """A Stage 1 run over another backbone (e.g. an older embedded recipe) must not feed Stage 2."""
+    import shutil
+    from types import SimpleNamespace
+    from vaemotion_jax.training.stage2_run import check_same_weights
+    with open(os.path.join(runs["stage1"], "run.json")) as f:
+        stage1 = json.load(f)
+    same = SimpleNamespace(backbone_path=stage1["backbone_path"],
+                           audio_encoder_path=stage1["audio_encoder_path"])
+    check_same_weights(os.path.join(runs["stage1"], "run.json"), same)
+    moved = str(tmp_path / "moved_backbone")           # same content elsewhere: accepted
+    shutil.copytree(stage1["backbone_path"], moved)
+    check_same_weights(os.path.join(runs["stage1"], "run.json"),
+                       SimpleNamespace(backbone_path=moved, audio_encoder_path=same.audio_encoder_path))
+    other = str(tmp_path / "other_backbone")           # other content: refused, naming both
+    shutil.copytree(stage1["backbone_path"], other)
+    with open(os.path.join(other, "config.json"), "a") as f:
+        f.write("\n")
+    with pytest.raises(ValueError, match="trained with backbone .* but this run uses .*other_backbone"):
+        check_same_weights(os.path.join(runs["stage1"], "run.json"),
+                           SimpleNamespace(backbone_path=other, audio_encoder_path=same.audio_encoder_path))

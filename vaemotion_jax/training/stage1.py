@@ -273,7 +273,7 @@ def train_step(state: TrainState, frozen, batch, *, model, tx, tau: float, align
     (loss, aux), grads = grad_fn(state.params, frozen, batch, teacher, z_v, model=model, tau=tau,
                                  align=align)
     state, finite = apply_gradients(state, grads, loss, tx)
-    return state, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "finite": finite}
+    return state, {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "finite": finite}
 
 
 def eval_step(params, batch, *, model, tau: float):

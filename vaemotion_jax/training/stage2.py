@@ -130,7 +130,7 @@ def train_step(state: TrainState, frozen, batch, *, model, tx, lam: float, dropo
     (loss, aux), grads = grad_fn(state.params, frozen, batch, rng, model=model, lam=lam,
                                  deterministic=not dropout)
     state, finite = apply_gradients(state, grads, loss, tx)
-    return state, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "finite": finite}
+    return state, {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "finite": finite}
 
 
 # --- V-A metrics -------------------------------------------------------------------------------

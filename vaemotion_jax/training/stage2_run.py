@@ -8,6 +8,7 @@ paper's Table 2 layout.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from typing import Any
@@ -28,7 +29,7 @@ from vaemotion_jax.evaluation import benchmark as eval_benchmark
 from vaemotion_jax.evaluation.emotion_words import emotion_word_report
 from vaemotion_jax.evaluation.emotion_words import format_report as format_words
 from vaemotion_jax.evaluation.prompts import as_instruction, load_benchmark
-from vaemotion_jax.training.run_file import save_run
+from vaemotion_jax.training.run_file import RUN_FILE, save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
@@ -43,10 +44,13 @@ from vaemotion_jax.training.state import (create_state, make_optimizer, merge_pa
 log = logging.getLogger("vaemotion_jax.stage2")
 
 
-def stage1_adapter_dir(c) -> str:
-    """The Stage 1 adapter export; the embedded default trains Stage 1 first if it is missing."""
+def stage1_adapter_dir(c, assets) -> str:
+    """The Stage 1 adapter export; the embedded default trains Stage 1 first if it is missing.
+    An adapter trained over other frozen weights than `assets` (an older embedded backbone, a
+    different checkpoint) is refused: its tokens would mean nothing to this backbone."""
     path = os.path.join(os.path.abspath(c.stage1_dir), "audio_adapter")
     if os.path.exists(os.path.join(path, weights.ADAPTER_CONFIG)):
+        check_same_weights(os.path.join(c.stage1_dir, RUN_FILE), assets)
         return path
     if c.model != "tiny" or c.backbone_path:
         raise FileNotFoundError(f"{path}: no Stage 1 adapter; train Stage 1 first or set "
@@ -60,6 +64,28 @@ def stage1_adapter_dir(c) -> str:
         s1.adapter = c.adapter
     run_stage1(s1)
     return path
+
+
+def check_same_weights(stage1_run_file: str, assets) -> None:
+    """Raises if the Stage 1 run (its run.json) used another backbone or audio encoder than
+    `assets`: same path, or same content fingerprint where a directory moved."""
+    if not os.path.exists(stage1_run_file):
+        log.warning("%s missing: cannot check that the Stage 1 adapter was trained on this "
+                    "backbone", stage1_run_file)
+        return
+    with open(stage1_run_file) as f:
+        stage1 = json.load(f)
+    for key in ("backbone_path", "audio_encoder_path"):
+        theirs, ours = stage1.get(key), getattr(assets, key)
+        if not theirs or os.path.realpath(theirs) == os.path.realpath(ours):
+            continue
+        if os.path.isdir(theirs) and fingerprint(theirs) == fingerprint(ours):
+            continue
+        raise ValueError(
+            f"{stage1_run_file}: the Stage 1 adapter was trained with {key.split('_path')[0]} "
+            f"{theirs}, but this run uses {ours} (for the embedded default: a newer recipe). "
+            f"Retrain Stage 1 (delete {os.path.dirname(stage1_run_file)} or set "
+            "--config.stage1_dir to a new folder) or point Stage 2 at the same weights.")
 
 
 def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
@@ -174,7 +200,7 @@ def run(c) -> dict[str, Any]:
     parts = ABLATIONS[c.ablation]
     mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
-    adapter_dir = stage1_adapter_dir(c)
+    adapter_dir = stage1_adapter_dir(c, assets)
     save_run(workdir, c, assets, adapter_dir)
     lora = dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha,
                 lora_dropout=c.lora.dropout) if parts["lora"] else {}
