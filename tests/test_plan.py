@@ -310,3 +310,31 @@ def test_cached_abstract_batch_is_the_trainers_cached_batch(tmp_path):
     for k, x in batch.items():
         assert x.shape == real[k].shape, k
     jax.eval_shape(program.step, state, frozen, batch)
+
+
+def test_planner_and_trainer_shard_the_same_state(tmp_path):
+    """The trainer's real params and state (loaded by its own code onto a (2, 2, 2) mesh) sit in
+    the shardings the planner compiles its step for, and both jit through `jit_step`."""
+    from stage1_assets import make_assets, settings
+    from vaemotion_jax.embedded.assets import Assets
+    from vaemotion_jax.training import program
+    from vaemotion_jax.training.stage1_run import build
+    from vaemotion_jax.training.state import create_state, split_params
+    assets = make_assets(str(tmp_path))
+    c = tiny(**{k: v for k, v in settings(assets, str(tmp_path / "run")).items()}, mesh=(2, 2, 2))
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    with jax.set_mesh(mesh):
+        model, _, params, _ = build(c, Assets(world_dir=assets["world"], tokenizer_dir="",
+                                              backbone_path=assets["backbone"],
+                                              audio_encoder_path=assets["audio"]), mesh)
+        parts = program.stage_parts(c, model)
+        trainable, frozen = split_params(params, parts.trainable)
+        state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(0)))
+        planned = plan.stage1_program(c, mesh, plan.Options())
+    real = jax.tree_util.tree_flatten_with_path((state, frozen))[0]
+    abstract = jax.tree.leaves(planned.args[:2])
+    assert len(real) == len(abstract)
+    diffs = [(jax.tree_util.keystr(p), x.sharding, y.sharding) for (p, x), y in zip(real, abstract)
+             if not program._on_mesh(x, mesh).is_equivalent_to(y.sharding, x.ndim)]
+    assert not diffs, diffs[:5]
+    assert any(not y.sharding.is_fully_replicated for y in abstract)  # FSDP/tensor split some

@@ -72,7 +72,8 @@ def test_gradients_reach_only_enhancer_supervisor_and_lora(runs):
     from vaemotion_jax.inference import load_run
     from vaemotion_jax.training.stage1_run import resolve_assets
     from vaemotion_jax.models.lora import split_lora
-    from vaemotion_jax.training.stage2_run import example_fn, trainable_patterns, training_records
+    from vaemotion_jax.training.stage2 import trainable_patterns
+    from vaemotion_jax.training.stage2_run import example_fn, training_records
     from vaemotion_jax.training.state import create_state, make_optimizer, split_params
     run = load_run(runs["stage2"])
     c = run.config

@@ -6,8 +6,8 @@
 
 No weight is read or allocated. Params, optimizer state and the batch are ShapeDtypeStructs
 that carry the shardings a real run gives them (the logical rules on the config's mesh), and
-the stage's own `train_step` is `jax.jit(..., in_shardings, out_shardings, donate_argnums=0)`
-lowered and compiled, as the trainer jits it. The report: per-device memory from XLA's buffer
+the stage's own step, built and jitted by the trainer's code (`training/program.py`: shardings
+pinned, state donated), is lowered and compiled. The report: per-device memory from XLA's buffer
 assignment (arguments, outputs, temporaries, the donated bytes they share), FLOPs per step
 (counted on the same step with its layer loops unrolled: XLA counts a loop body once), the
 bytes each device moves in collectives (read from the partitioned HLO), compile time, and a
@@ -23,7 +23,6 @@ Stages plug in through `PROGRAMS`: a builder (config, mesh, options) -> `Program
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -37,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec
 
 from vaemotion_jax import sharding
 from vaemotion_jax.models import ast as ast_lib
@@ -52,7 +50,10 @@ from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
 from vaemotion_jax.examples import layout_arrays
 from vaemotion_jax.training.stage1_run import adapter_config, video_grid
-from vaemotion_jax.training.state import create_state, make_optimizer, merge_params, split_params
+from vaemotion_jax.training.program import (StageParts, emotion_config, jit_step, lora_kwargs,
+                                            stage_parts)
+from vaemotion_jax.training.state import create_state, merge_params, split_params
+from vaemotion_jax.training.weights import abstract_emotion_params
 from configs import define_config_flag, expand_config_names
 
 GiB = 2 ** 30
@@ -106,10 +107,9 @@ def proxy_config(c):
 @dataclass
 class Program:
     """A stage's train step, ready to lower: function, abstract arguments with shardings."""
-    step: Callable
-    args: tuple
-    in_shardings: tuple
-    out_shardings: Any
+    step: Callable                # the stage's step function (unjitted)
+    jitted: Callable              # jitted as the trainer jits it (training/program.py)
+    args: tuple                   # abstract (state, frozen, batch) with shardings
     clips: int                    # examples per step (global)
     seq_len: int                  # LLM tokens per example
     seq_note: str                 # where seq_len comes from
@@ -195,7 +195,7 @@ def shardings_of(tree):
 
 def batch_arrays(shapes: dict[str, tuple[tuple, Any]], mesh) -> dict:
     """{name: (global shape, dtype)} -> ShapeDtypeStructs sharded on the batch axis."""
-    return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
+    return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s), s[0]))
             for k, (s, d) in shapes.items()}
 
 
@@ -206,11 +206,6 @@ def sequence_length(buckets, needed: int) -> int:
         raise ValueError(f"an example of {needed} tokens exceeds the largest sequence bucket "
                          f"{max(buckets)}; add a bucket to data.seq_buckets")
     return fits[0]
-
-
-def optimizer(c):
-    o = c.optim
-    return make_optimizer(o.lr, o.warmup_steps, c.steps, o.weight_decay, o.grad_clip, o.b1, o.b2)
 
 
 def tokenizer_dir(c) -> str | None:
@@ -278,16 +273,17 @@ def text_tokens(c, options: Options, count, default: int) -> tuple[int, str]:
     return (count(c, path), "counted") if path and count else (default, "estimated")
 
 
-def program(c, mesh, step, boxed: dict, trainable: tuple[str, ...], shapes: dict, seq_len: int,
-            seq_note: str) -> Program:
-    """The step with its abstract (state, frozen, batch), sharded as a run shards them."""
-    trainable_boxed, frozen_boxed = split_params(boxed, trainable)
-    state = abstract_state(trainable_boxed, step.keywords["tx"], c.seed, mesh)
+def abstract_program(c, mesh, parts: StageParts, boxed: dict, shapes: dict, seq_len: int,
+                     seq_note: str) -> Program:
+    """The stage's step with its abstract (state, frozen, batch), sharded as a run shards them
+    and jitted by the trainer's own `jit_step`."""
+    trainable_boxed, frozen_boxed = split_params(boxed, parts.trainable)
+    if not parts.trainable or not jax.tree.leaves(trainable_boxed):
+        raise ValueError(f"{c.stage}: the config trains nothing: there is no step to plan")
+    state = abstract_state(trainable_boxed, parts.tx, c.seed, mesh)
     frozen = placed(frozen_boxed, mesh)
     batch = batch_arrays(shapes, mesh)
-    return Program(step, (state, frozen, batch),
-                   (shardings_of(state), shardings_of(frozen), shardings_of(batch)),
-                   (shardings_of(state), NamedSharding(mesh, PartitionSpec())),
+    return Program(parts.step, jit_step(parts.step, state, frozen, mesh), (state, frozen, batch),
                    c.data.batch_size, seq_len, seq_note, {k: s for k, (s, _) in shapes.items()})
 
 
@@ -329,15 +325,12 @@ def stage1_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -
 
 @register("stage1")
 def stage1_program(c, mesh, options: Options) -> Program:
-    from vaemotion_jax.training import stage1
     qwen, ast, adapter, grid = model_configs(c)
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype)))
     boxed = {**frozen_towers(c, qwen, ast), "audio_adapter": adapter_params(adapter, ast)}
     seq_len, note = stage1_sequence(c, adapter.num_tokens, options)
-    step = functools.partial(stage1.train_step, model=model, tx=optimizer(c), tau=c.tau,
-                             align=c.align)
     shapes = stage1_batch_shapes(c, qwen, ast, adapter, grid, c.data.batch_size, seq_len)
-    return program(c, mesh, step, boxed, tuple(c.trainable), shapes, seq_len, note)
+    return abstract_program(c, mesh, stage_parts(c, model), boxed, shapes, seq_len, note)
 
 
 # --- stage 2 --------------------------------------------------------------------------------------
@@ -373,30 +366,14 @@ def stage2_batch_shapes(c, qwen, ast, adapter, grid, batch: int, seq_len: int) -
 
 @register("stage2")
 def stage2_program(c, mesh, options: Options) -> Program:
-    from vaemotion_jax.training.stage2 import ABLATIONS
-    from vaemotion_jax.training.weights import abstract_emotion_params
-    from vaemotion_jax.models.vaemotion import EmotionConfig
-    from vaemotion_jax.training import stage2
-    from vaemotion_jax.training.stage2_run import trainable_patterns
-    if c.ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(ABLATIONS)}")
-    parts = ABLATIONS[c.ablation]
-    lora = (dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha, lora_dropout=c.lora.dropout)
-            if parts["lora"] else {})
-    qwen, ast, adapter, grid = model_configs(c, **lora)
-    emotion = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
-                            c.emotion.supervisor_hidden)
+    qwen, ast, adapter, grid = model_configs(c, **lora_kwargs(c))
+    emotion = emotion_config(c)
     model = VAEmotionLLM(VAEmotionConfig(qwen, ast, adapter, jnp.dtype(c.param_dtype), emotion))
     boxed = {**frozen_towers(c, qwen, ast), "audio_adapter": adapter_params(adapter, ast)}
     boxed.update(abstract_emotion_params(emotion, qwen.text.hidden_size))
-    patterns = trainable_patterns(emotion, parts["lora"])
-    if not patterns:
-        raise ValueError(f"ablation {c.ablation!r} trains nothing: there is no step to plan")
     seq_len, note = stage2_sequence(c, adapter.num_tokens, options)
-    step = functools.partial(stage2.train_step, model=model, tx=optimizer(c), lam=c.lam,
-                             dropout=bool(lora) and c.lora.dropout > 0)
     shapes = stage2_batch_shapes(c, qwen, ast, adapter, grid, c.data.batch_size, seq_len)
-    return program(c, mesh, step, boxed, patterns, shapes, seq_len, note)
+    return abstract_program(c, mesh, stage_parts(c, model), boxed, shapes, seq_len, note)
 
 
 # --- compile and measure --------------------------------------------------------------------------
@@ -431,9 +408,7 @@ def unrolled_flops(c, mesh, options: Options) -> float:
     c = c.copy_and_resolve_references()
     c.scan_layers = False
     program = PROGRAMS[c.stage](c, mesh, options)
-    jitted = jax.jit(program.step, in_shardings=program.in_shardings,
-                     out_shardings=program.out_shardings, donate_argnums=(0,))
-    return cost_of(jitted.lower(*program.args))["flops"]
+    return cost_of(program.jitted.lower(*program.args))["flops"]
 
 
 # --- collectives in the compiled step -------------------------------------------------------------
@@ -554,10 +529,8 @@ def make_plan(c, mesh, options: Options = Options()) -> Plan:
         c = proxy_config(c)
     with jax.set_mesh(mesh):      # the mesh context that makes logical constraints bind
         program = PROGRAMS[c.stage](c, mesh, options)
-        jitted = jax.jit(program.step, in_shardings=program.in_shardings,
-                         out_shardings=program.out_shardings, donate_argnums=(0,))
         t0 = time.perf_counter()
-        lowered = jitted.lower(*program.args)
+        lowered = program.jitted.lower(*program.args)
         t1 = time.perf_counter()
         compiled = lowered.compile(compiler_options=CPU_PROXY_OPTIONS if proxy else None)
         t2 = time.perf_counter()

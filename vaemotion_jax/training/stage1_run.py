@@ -29,10 +29,10 @@ from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.presets import resolve
-from vaemotion_jax.training import frozen_cache, loop, stage1, weights
+from vaemotion_jax.training import frozen_cache, loop, program, stage1, weights
 from vaemotion_jax.embedded.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
-from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
+from vaemotion_jax.training.state import (create_state, merge_params, schedule,
                                           split_params)
 
 log = logging.getLogger("vaemotion_jax.stage1")
@@ -317,12 +317,10 @@ def run(c) -> dict[str, Any]:
             held = HeldOut(c, eval_batches, model, qwen_model, mesh,
                            world_vocabulary(assets.world_dir), cached_tokenizer(assets.tokenizer_dir))
 
-        trainable, frozen = split_params(params, tuple(c.trainable))
-        tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,
-                            c.optim.grad_clip, c.optim.b1, c.optim.b2)
-        state = create_state(trainable, tx, jax.random.key_data(jax.random.key(c.seed)))
-        step_fn = jax.jit(functools.partial(stage1.train_step, model=model, tx=tx, tau=c.tau,
-                                            align=c.align), donate_argnums=(0,))
+        stage = program.stage_parts(c, model)
+        trainable, frozen = split_params(params, stage.trainable)
+        state = create_state(trainable, stage.tx, jax.random.key_data(jax.random.key(c.seed)))
+        step_fn = program.jit_step(stage.step, state, frozen, mesh)
         start = held.report(params) if held else {}
         log.info("held-out before training: %s", _fmt(start))
         it = make_iterator(train, examples,

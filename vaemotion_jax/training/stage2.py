@@ -20,7 +20,7 @@ from vaemotion_jax.data.manifest import PATHWAYS
 from vaemotion_jax.data.pipeline import NOTES, clip_text, label_arrays, utterance_arrays
 from vaemotion_jax.examples import (audio_inputs, layout_arrays, pathway_positions, placeholder_count,
                                     batch_layout)
-from vaemotion_jax.models.vaemotion import MODALITY_CODES
+from vaemotion_jax.models.vaemotion import MODALITY_CODES, EmotionConfig
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
 from vaemotion_jax.training import losses
@@ -37,6 +37,18 @@ ABLATIONS = {
 }
 
 TARGET_FIELDS = ("target_index", "target_ids", "target_mask")
+
+
+def trainable_patterns(emotion: EmotionConfig, lora: bool) -> tuple[str, ...]:
+    """Param path regexes that train: LoRA A/B (if `lora`), the Enhancer, the Supervisor."""
+    pats = []
+    if lora:
+        pats.append("backbone/.*/lora_[ab]")
+    if emotion.enhancer:
+        pats.append("emotion_enhancer/.*")
+    if emotion.supervisor:
+        pats.append("emotion_supervisor/.*")
+    return tuple(pats)
 
 
 def clip_turns(turns, features: dict) -> list[dict]:

@@ -34,11 +34,10 @@ from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.presets import resolve
-from vaemotion_jax.training import frozen_cache, loop, stage2, weights
+from vaemotion_jax.training import frozen_cache, loop, program, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
-from vaemotion_jax.training.stage2 import ABLATIONS
 from vaemotion_jax.training.stage1_run import resolve_assets
-from vaemotion_jax.training.state import (create_state, make_optimizer, merge_params, schedule,
+from vaemotion_jax.training.state import (create_state, merge_params, schedule,
                                           split_params)
 
 log = logging.getLogger("vaemotion_jax.stage2")
@@ -90,21 +89,8 @@ def check_same_weights(stage1_run_file: str, assets) -> None:
 
 def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
     """The ablation's EmoAdapter config and fresh params (enhancer W2 = 0: identity at start)."""
-    parts = ABLATIONS[c.ablation]
-    cfg = EmotionConfig(parts["enhancer"], parts["supervisor"], c.emotion.enhancer_hidden,
-                        c.emotion.supervisor_hidden)
+    cfg = program.emotion_config(c)
     return cfg, weights.init_emotion_params(cfg, hidden, mesh, jax.random.key(c.seed + 2))
-
-
-def trainable_patterns(emotion: EmotionConfig, lora: bool) -> tuple[str, ...]:
-    pats = []
-    if lora:
-        pats.append("backbone/.*/lora_[ab]")
-    if emotion.enhancer:
-        pats.append("emotion_enhancer/.*")
-    if emotion.supervisor:
-        pats.append("emotion_supervisor/.*")
-    return tuple(pats)
 
 
 def training_records(c, assets) -> tuple[list[Record], list[Record]]:
@@ -195,15 +181,12 @@ def stage1_view(params: dict, qwen, ast_config, adapter_cfg, audio_dtype):
 def run(c) -> dict[str, Any]:
     """Stage 2 end to end; returns the held-out report (also in workdir/summary.json)."""
     c = resolve(c)
-    if c.ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {c.ablation!r}; known: {sorted(ABLATIONS)}")
-    parts = ABLATIONS[c.ablation]
+    parts = program.ablation(c)
     mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
     adapter_dir = stage1_adapter_dir(c, assets)
     save_run(workdir, c, assets, adapter_dir)
-    lora = dict(lora_rank=c.lora.rank, lora_alpha=c.lora.alpha,
-                lora_dropout=c.lora.dropout) if parts["lora"] else {}
+    lora = program.lora_kwargs(c)
     with jax.set_mesh(mesh):
         qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
             c, assets.backbone_path, assets.audio_encoder_path, mesh, **lora)
@@ -221,16 +204,13 @@ def run(c) -> dict[str, Any]:
                 "batch_size": c.data.batch_size}
         train, heldout = training_records(c, assets)
         benchmark = (os.path.join(assets.world_dir, "benchmark.jsonl") if assets.world_dir else "")
-        patterns = trainable_patterns(emotion_cfg, parts["lora"])
+        stage = program.stage_parts(c, model)
+        patterns = stage.trainable
         state = None
         if patterns and c.steps > 0:
             trainable, frozen = split_params(params, patterns)
-            tx = make_optimizer(c.optim.lr, c.optim.warmup_steps, c.steps, c.optim.weight_decay,
-                                c.optim.grad_clip, c.optim.b1, c.optim.b2)
-            state = create_state(trainable, tx, jax.random.key_data(jax.random.key(c.seed)))
-            step_fn = jax.jit(functools.partial(stage2.train_step, model=model, tx=tx, lam=c.lam,
-                                                dropout=bool(lora) and c.lora.dropout > 0),
-                              donate_argnums=(0,))
+            state = create_state(trainable, stage.tx, jax.random.key_data(jax.random.key(c.seed)))
+            step_fn = program.jit_step(stage.step, state, frozen, mesh)
             utterances = utterance_spec(adapter_cfg, ast_model.config)
             it = make_iterator(train, example_fn(c, assets, qwen, utterances), PipelineConfig(
                 batch_size=c.data.batch_size // jax.process_count(),
