@@ -38,7 +38,7 @@ def main() -> None:
     simulate_devices(args.devices)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import importlib
-    from vaemotion_jax.presets import resolve
+    from vaemotion_jax.presets import check
     from vaemotion_jax import plan, sharding
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 
@@ -52,7 +52,7 @@ def main() -> None:
             if not scan and depth > args.unrolled_up_to:
                 continue
             qwen_config.PRESETS[f"depth{depth}"] = depth_preset(depth)
-            c = resolve(importlib.import_module(f"configs.{name}").get_config(hw or None))
+            c = check(importlib.import_module(f"configs.{name}").get_config(hw or None))
             c.qwen_preset, c.scan_layers = f"depth{depth}", scan
             c.data.batch_size = args.devices
             r = plan.make_plan(c, mesh)

@@ -47,7 +47,7 @@ def adapter_setup(overrides: dict):
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.training.stage1_run import adapter_config
 
-    c = resolve(override(configs.stage1.get_config(), {**COMMON, **overrides}))
+    c = check(override(configs.stage1.get_config(), {**COMMON, **overrides}))
     p = PRESETS[c.model]
     adapter = adapter_config(c, qwen_config.preset(c.qwen_preset))
     return adapter, p["supervisor_hidden"], p["stage2_lr"]

@@ -69,13 +69,13 @@ def alternating_steps(out: str, batches: int, rounds: int, topk: int) -> dict:
     import functools
     import statistics
     import jax
-    from vaemotion_jax.presets import resolve
+    from vaemotion_jax.presets import check
     from vaemotion_jax.training import frozen_cache, loop, stage1
     from vaemotion_jax.training import stage1_run as s1
     from vaemotion_jax.training.checkpoint import fingerprint
     from vaemotion_jax.training.state import create_state, make_optimizer, split_params
     from vaemotion_jax.data.pipeline import make_iterator
-    c = resolve(stage1_config(os.path.join(out, "alternating"), **{
+    c = check(stage1_config(os.path.join(out, "alternating"), **{
         "cache.dir": os.path.join(out, "cache_alternating"), "cache.audio_features": True,
         "cache.teacher_logits": True}))
     mesh, workdir = loop.start_run(c)

@@ -1,16 +1,19 @@
 """Fields shared by every stage (model presets: vaemotion_jax/presets.py).
 
-A config is plain data; `vaemotion_jax.train` reads it. `--config=stage1:qwen2_5_vl_7b` or
-`--config.model=qwen2_5_vl_7b` picks the 7B preset (checkpoint paths still come from flags).
+A config is plain data and complete when made: `--config=stage1:qwen2_5_vl_7b` picks the 7B
+preset and writes its sizes in (vaemotion_jax/presets.py); checkpoint paths still come from
+flags. `vaemotion_jax.train` reads it as it is.
 """
 import ml_collections
 
+from vaemotion_jax.presets import fill
 
 
 def base_config(stage: str) -> ml_collections.ConfigDict:
+    """The fields every stage has; the model preset's sizes come in with `apply_preset`."""
     c = ml_collections.ConfigDict()
     c.stage = stage
-    c.model = "tiny"
+    c.model = "tiny"                # the preset (set by the config argument; presets.fill)
     c.seed = 0
     c.workdir = f"runs/{stage}"     # checkpoints, TensorBoard events, teacher-response cache
     c.steps = 100
@@ -29,19 +32,12 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     c.data.num_workers = 0          # grain worker processes (0: decode in the main process)
     c.data.strict = False           # fail at the first bad example instead of skipping it
-    # How the backbone answers multiple choice ("letter" | "named", evaluation/prompts.py):
-    # instruction data is written in it, and generation is given room for it.
-    c.data.mc_answer_style = ml_collections.FieldReference(None, field_type=str)
-    c.eval_max_new_tokens = ml_collections.FieldReference(None, field_type=int)
-    # Frames: fps with a max_frames cap, or a fixed num_frames (exactly one; data/media.py).
-    c.data.fps = ml_collections.FieldReference(None, field_type=float)
-    c.data.max_frames = ml_collections.FieldReference(None, field_type=int)
-    c.data.num_frames = ml_collections.FieldReference(None, field_type=int)
-    c.data.resized_hw = ml_collections.FieldReference(None, field_type=tuple)
-    c.data.min_pixels = ml_collections.FieldReference(None, field_type=int)
-    c.data.max_pixels = ml_collections.FieldReference(None, field_type=int)
-    c.data.audio_max_length = ml_collections.FieldReference(None, field_type=int)  # per AST window
-    c.data.audio_windows = ml_collections.FieldReference(None, field_type=int)     # AST windows per clip
+    # From the model preset (vaemotion_jax/presets.py `fill`, at the end of get_config): frame
+    # sampling (sampling = fps | num_frames, fps, max_frames, num_frames), resized_hw,
+    # min/max_pixels, audio_max_length (fbank frames per AST window), audio_windows (per clip),
+    # mc_answer_style (how the backbone answers multiple choice: letter | named), and
+    # eval_max_new_tokens.
+
     # Padded sequence lengths. Finer ones (length_buckets(64, 2048, per_octave=4): 158 tokens pad
     # to 160, not 192) are not the default yet: each process picks its batch's bucket, and two
     # processes that pick different ones run different programs (a collective mismatch).
@@ -58,14 +54,11 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
 
     c.adapter = ml_collections.ConfigDict()
     c.adapter.kind = "mlp"
-    c.adapter.seq_hidden = ml_collections.FieldReference(None, field_type=int)
-    c.adapter.channel_hidden = ml_collections.FieldReference(None, field_type=int)
+    # seq_hidden, channel_hidden (the two FC pairs' hidden widths): the model preset's
     c.adapter.activation = "gelu"
     # kind="qformer": AcoustEmo's utterance-aware acoustic Q-Former (models/qformer.py; README
-    # "Q-Former audio adapter"). Queries K, width and heads: None takes the model preset's.
-    c.adapter.queries = ml_collections.FieldReference(None, field_type=int)
-    c.adapter.qformer_dim = ml_collections.FieldReference(None, field_type=int)
-    c.adapter.qformer_heads = ml_collections.FieldReference(None, field_type=int)
+    # "Q-Former audio adapter"). Queries K, width and heads (queries, qformer_dim,
+    # qformer_heads): the model preset's.
     c.adapter.qformer_layers = 2          # Video-LLaMA's audio Q-Former depth (AcoustEmo: silent)
     c.adapter.qformer_mlp = ml_collections.FieldReference(None, field_type=int)  # None: 4 x width
     c.adapter.max_utterances = 8          # N_max windows per clip (static shape)
@@ -86,12 +79,8 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
 
-    # Scale: (data, fsdp, tensor) mesh; -1 takes the remaining devices.
-    c.mesh = ml_collections.FieldReference(None, field_type=tuple)
-    c.dtype = ml_collections.FieldReference(None, field_type=str)        # activations
-    c.param_dtype = ml_collections.FieldReference(None, field_type=str)  # frozen weights
-    c.remat = ml_collections.FieldReference(None, field_type=str)        # none | full | dots
-    c.scan_layers = ml_collections.FieldReference(None, field_type=bool)  # scan over layers
+    # Scale, from the model preset: mesh (data, fsdp, tensor; -1 takes the remaining devices),
+    # dtype (activations), param_dtype (frozen weights), remat (none | full | dots), scan_layers.
     c.compilation_cache = "~/.cache/vaemotion_jax/xla"
 
     # Multi-process runs: a coordinator "host:port" with this process's id (local / GPU nodes),
@@ -118,7 +107,6 @@ def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.Confi
 
 
 def apply_preset(c: ml_collections.ConfigDict, arg: str | None) -> None:
-    """`--config=stage1:qwen2_5_vl_7b` selects the preset; unset fields are filled later from
-    `c.model` by `vaemotion_jax.presets.resolve`."""
-    if arg:
-        c.model = arg
+    """`--config=stage1:qwen2_5_vl_7b`: the preset named by the config argument (default tiny),
+    its sizes written into `c`."""
+    fill(c, arg or "tiny")

@@ -1,7 +1,7 @@
 """Stage 1, VG-Align: teach the frozen VLM to hear by distilling its visual pathway (eq. 1).
 
     python -m vaemotion_jax.train --config=stage1                     # embedded tiny default
-    python -m vaemotion_jax.train --config=stage1 --config.model=qwen2_5_vl_7b \
+    python -m vaemotion_jax.train --config=stage1:qwen2_5_vl_7b \
         --config.backbone_path=/ckpt/Qwen2.5-VL-7B-Instruct \
         --config.audio_encoder_path=/ckpt/ast-finetuned-audioset-10-10-0.4593 \
         --config.data.train_manifest=/data/vggsound/stage1.jsonl

@@ -30,9 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.lora.alpha = 16.0             # ours: alpha = 2 x rank, the usual PEFT choice
     c.lora.dropout = 0.05           # ours: PEFT's usual small dropout
 
-    c.emotion = ml_collections.ConfigDict()
-    c.emotion.enhancer_hidden = ml_collections.FieldReference(None, field_type=int)
-    c.emotion.supervisor_hidden = ml_collections.FieldReference(None, field_type=int)
+    c.emotion = ml_collections.ConfigDict()   # enhancer_hidden, supervisor_hidden: the preset's
 
     # Data: the emotion conversations plus shares of other instructions, each a share of the
     # final mix (the emotion conversations are the rest). General video instructions (VideoInstruct
@@ -45,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # question ~0.5 visits in 300 steps.
     c.data.mc_fraction = 0.2
 
-    c.optim.lr = ml_collections.FieldReference(None, field_type=float)  # paper: 1e-5 (7B)
+    # optim.lr: the preset's (paper: 1e-5 at 7B; the tiny default's larger rate: presets.py)
     c.optim.warmup_steps = 20
     c.steps = 600                   # ours: ~1.6 visits per emotion question of the default's mix
     c.data.batch_size = 8

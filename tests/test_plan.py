@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from vaemotion_jax.presets import resolve
+from vaemotion_jax.presets import check
 from vaemotion_jax import plan, sharding
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.training import stage1
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny(**overrides):
     import configs.stage1 as module
-    return resolve(common.override(module.get_config(), overrides))
+    return check(common.override(module.get_config(), overrides))
 
 
 def shard_bytes(tree) -> int:
@@ -85,7 +85,7 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage2
-    c = resolve(module.get_config())
+    c = check(module.get_config())
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
         program = plan.stage2_program(c, mesh, plan.Options())
@@ -128,7 +128,7 @@ def test_qformer_abstract_batches_carry_the_utterance_mask():
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
         programs = [plan.stage1_program(c, mesh, plan.Options()),
-                    plan.stage2_program(resolve(common.override(module2.get_config(),
+                    plan.stage2_program(check(common.override(module2.get_config(),
                                                                        QFORMER)), mesh,
                                         plan.Options())]
     t_a = 2 + 10 * 29    # the tiny AST on 300 frames: 10 x 29 patches + 2
@@ -267,17 +267,38 @@ def test_cli_prints_and_writes_the_plan(tmp_path):
 
 @pytest.mark.parametrize("name", [f"{stage}_7b:{hw}" for stage in ("stage1", "stage2")
                                   for hw in ("gpu8x24", "gpu1x24", "tpu_v5e8", "tpu_v4_8")])
-def test_7b_presets_resolve(name):
+def test_7b_presets_are_complete_configs(name):
     """The presets' configs (their plans are in docs/scaling.md; compiling a 7B is not for CI)."""
     import importlib
     file, _, arg = name.partition(":")
-    c = resolve(importlib.import_module(f"configs.{file}").get_config(arg))
+    c = check(importlib.import_module(f"configs.{file}").get_config(arg))
     assert c.model == "qwen2_5_vl_7b" and c.dtype == "bfloat16" and c.scan_layers
     hw = c.hardware
     assert hw.budget_gib < hw.device_gib
     shards = int(np.prod([s for s in c.mesh if s != -1]))
     assert c.data.batch_size % (hw.devices if -1 in c.mesh else shards) == 0
     assert c.data.batch_size >= hw.devices      # at least one clip per device
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage2", "stage1:qwen2_5_vl_7b", "stage2_7b"])
+def test_a_config_is_complete_when_made(name):
+    """Every value a run uses is in the config get_config returns: no None left to fill."""
+    import importlib
+    file, _, arg = name.partition(":")
+    c = importlib.import_module(f"configs.{file}").get_config(arg or None)
+    leaves = jax.tree_util.tree_flatten_with_path(c.to_dict(), is_leaf=lambda x: x is None)[0]
+    unset = [jax.tree_util.keystr(p) for p, v in leaves if v is None]
+    assert unset == ["['adapter']['qformer_mlp']"] or unset == [
+        "['adapter']['qformer_mlp']", "['stage1']['adapter']['qformer_mlp']"], unset  # None: 4 x width
+    check(c)
+
+
+def test_model_changed_on_the_command_line_is_refused():
+    """`--config.model=qwen2_5_vl_7b` would keep the tiny sizes: refused, naming the fix."""
+    import configs.stage1 as module
+    c = common.override(module.get_config(), {"model": "qwen2_5_vl_7b"})
+    with pytest.raises(ValueError, match="--config=stage1:qwen2_5_vl_7b"):
+        check(c)
 
 
 

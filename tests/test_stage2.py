@@ -300,8 +300,8 @@ def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
     for name, records in lines.items():
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assets = Assets(str(tmp_path), "", "", "")
-    from vaemotion_jax.presets import resolve
-    c = resolve(override(configs.stage2.get_config(),
+    from vaemotion_jax.presets import check
+    c = check(override(configs.stage2.get_config(),
                          {"data.mc_fraction": 0.25, "data.general_fraction": 0.25}))
     train, _ = training_records(c, assets)
     kinds = [r.id[0] for r in train]

@@ -1,7 +1,7 @@
 """Plan before you run: compile a stage's real train step ahead of time, from shapes alone.
 
     python -m vaemotion_jax.plan --config=stage1_7b:gpu8x24 --devices=8
-    python -m vaemotion_jax.plan --config=stage1 --config.model=qwen2_5_vl_7b --devices=8 \
+    python -m vaemotion_jax.plan --config=stage1:qwen2_5_vl_7b --devices=8 \
         --peak_tflops=165 --mfu=0.35
 
 No weight is read or allocated. Params, optimizer state and the batch are ShapeDtypeStructs
@@ -45,7 +45,7 @@ from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
-from vaemotion_jax.presets import resolve
+from vaemotion_jax.presets import check
 from vaemotion_jax.processing.chat import encode_chat
 from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
 from vaemotion_jax.examples import layout_arrays
@@ -639,7 +639,7 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=stage1_7b:gpu8x24 --devices=8")
     if _DEVICES.value:
         simulate_devices(_DEVICES.value)
-    c = resolve(c)
+    c = check(c)
     hw = c.get("hardware") or {}
     pick = lambda flag, key, default=None: (flag.value if flag.value is not None
                                              else hw.get(key, default))

@@ -1,6 +1,6 @@
-"""Model presets: the sizes of the inputs that follow from a backbone and its audio encoder, and
-`resolve`, which fills the fields a config leaves as None from its `model`'s preset (after
-command-line overrides, so `--config.model=qwen2_5_vl_7b` takes the 7B sizes)."""
+"""Model presets: the sizes of the inputs that follow from a backbone and its audio encoder.
+`fill` writes one into a config when the config is made (`--config=stage1:qwen2_5_vl_7b`);
+`check` refuses a config whose sizes and model disagree."""
 from __future__ import annotations
 
 import ml_collections
@@ -47,38 +47,48 @@ PRESETS = {
 }
 
 
-def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Fills every field left as None from the model preset (after command-line overrides)."""
-    if c.model not in PRESETS:
-        raise ValueError(f"unknown model preset {c.model!r}; known: {sorted(PRESETS)}")
-    p = PRESETS[c.model]
+def fill(c: ml_collections.ConfigDict, model: str) -> ml_collections.ConfigDict:
+    """Writes `model`'s preset into config `c` (configs call it in get_config, so a config
+    printed before the run already holds every value the run uses)."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model preset {model!r}; known: {sorted(PRESETS)}")
+    p = PRESETS[model]
+    ref = ml_collections.FieldReference
     with c.unlocked():
-        sampling = ("fps", "max_frames", "num_frames")
-        if all(c.data[f] is None for f in sampling):  # the preset's frames, unless the user set any
-            for f in sampling:
-                c.data[f] = p[f]
+        c.model, c.qwen_preset, c.ast_preset = model, p["qwen"], p["ast"]
+        # frame sampling: `sampling` picks the fields that apply (the other mode's values are
+        # kept, unused, so that switching mode on the command line needs no None)
+        c.data.sampling = "fps" if p["fps"] else "num_frames"
+        c.data.fps = ref(p["fps"] or 2.0, field_type=float)
+        c.data.max_frames = ref(p["max_frames"] or 8, field_type=int)
+        c.data.num_frames = ref(p["num_frames"] or 16, field_type=int)
         for field in ("resized_hw", "min_pixels", "max_pixels", "audio_max_length", "audio_windows",
                       "mc_answer_style"):
-            if c.data[field] is None:
-                c.data[field] = p[field]
-        if c.eval_max_new_tokens is None:
-            c.eval_max_new_tokens = p["answer_tokens"]
-        MediaSpec.from_config(c.data)  # refuses a config that sets both fps and num_frames
-        if c.adapter.seq_hidden is None:
-            c.adapter.seq_hidden = p["adapter_seq_hidden"]
-        if c.adapter.channel_hidden is None:
-            c.adapter.channel_hidden = p["adapter_channel_hidden"]
+            c.data[field] = p[field]
+        c.eval_max_new_tokens = p["answer_tokens"]
+        c.adapter.seq_hidden = p["adapter_seq_hidden"]
+        c.adapter.channel_hidden = p["adapter_channel_hidden"]
         for field in ("queries", "qformer_dim", "qformer_heads"):
-            if c.adapter[field] is None:
-                c.adapter[field] = p[f"adapter_{field}"]
+            c.adapter[field] = p[f"adapter_{field}"]
         for field in ("mesh", "dtype", "param_dtype", "remat", "scan_layers"):
-            if c[field] is None:
-                c[field] = p[field]
-        c.qwen_preset, c.ast_preset = p["qwen"], p["ast"]
+            c[field] = p[field]
         if c.stage == "stage2":
-            if c.optim.lr is None:
-                c.optim.lr = p["stage2_lr"]
+            c.optim.lr = p["stage2_lr"]
             for field in ("enhancer_hidden", "supervisor_hidden"):
-                if c.emotion[field] is None:
-                    c.emotion[field] = p[field]
+                c.emotion[field] = p[field]
+    return c
+
+
+def check(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Refuses a config whose `model` no longer matches the preset its sizes came from (set the
+    model with `--config=stage1:<preset>`, not `--config.model`) or whose media settings are
+    inconsistent; returns `c`."""
+    if c.model not in PRESETS:
+        raise ValueError(f"unknown model preset {c.model!r}; known: {sorted(PRESETS)}")
+    if PRESETS[c.model]["qwen"] != c.get("qwen_preset"):
+        raise ValueError(
+            f"config.model is {c.model!r} but the config's sizes are the {c.get('qwen_preset')!r} "
+            f"preset's: choose the model with the config argument (--config=stage1:{c.model}), "
+            "which fills every size from its preset")
+    MediaSpec.from_config(c.data)
     return c

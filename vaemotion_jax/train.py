@@ -1,6 +1,6 @@
 """`python -m vaemotion_jax.train --config=stage1` (or stage2, or a path to a config file).
 
-Overrides: `--config.steps=200 --config.data.batch_size=4 --config.model=qwen2_5_vl_7b ...`.
+Overrides: `--config.steps=200 --config.data.batch_size=4 ...`; the model preset: `--config=stage1:qwen2_5_vl_7b`.
 A rerun of the same command resumes from the newest checkpoint in `config.workdir`.
 """
 import sys

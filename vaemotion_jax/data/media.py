@@ -68,10 +68,18 @@ class MediaSpec:
 
     @classmethod
     def from_config(cls, data) -> "MediaSpec":
-        """From a config's `data` block (fields fps, max_frames, num_frames, resized_hw,
-        min_pixels, max_pixels, audio_max_length, audio_windows)."""
+        """From a config's `data` block (fields sampling, fps, max_frames, num_frames,
+        resized_hw, min_pixels, max_pixels, audio_max_length, audio_windows)."""
         get = lambda k, d=None: data.get(k, d) if hasattr(data, "get") else getattr(data, k, d)
-        return cls(fps=get("fps"), max_frames=get("max_frames"), num_frames=get("num_frames"),
+        fps, max_frames, num_frames = get("fps"), get("max_frames"), get("num_frames")
+        sampling = get("sampling")  # absent in runs from before it: the set fields decide
+        if sampling == "fps":
+            num_frames = None
+        elif sampling == "num_frames":
+            fps = max_frames = None
+        elif sampling is not None:
+            raise ValueError(f"data.sampling must be 'fps' or 'num_frames', got {sampling!r}")
+        return cls(fps=fps, max_frames=max_frames, num_frames=num_frames,
                    resized_hw=get("resized_hw"), min_pixels=get("min_pixels", VIDEO_MIN_PIXELS),
                    max_pixels=get("max_pixels", VIDEO_MAX_PIXELS),
                    audio_frames=get("audio_max_length", 1024), audio_windows=get("audio_windows", 1))

@@ -28,7 +28,7 @@ from vaemotion_jax.training.run_file import save_run
 from vaemotion_jax.models.adapters import AudioAdapterConfig
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.processing.tokenizer import cached_tokenizer
-from vaemotion_jax.presets import resolve
+from vaemotion_jax.presets import check
 from vaemotion_jax.training import frozen_cache, loop, program, stage1, weights
 from vaemotion_jax.embedded.assets import Assets, default_assets
 from vaemotion_jax.training.checkpoint import fingerprint
@@ -263,7 +263,7 @@ def world_vocabulary(world_dir: str) -> dict[str, list[str]]:
 
 def run(c) -> dict[str, Any]:
     """Stage 1 end to end; returns the held-out report (also written to workdir/summary.json)."""
-    c = resolve(c)
+    c = check(c)
     mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
     save_run(workdir, c, assets, os.path.join(workdir, "audio_adapter"))

@@ -33,7 +33,7 @@ from vaemotion_jax.training.run_file import RUN_FILE, save_run
 from vaemotion_jax.evaluation.tables import artemo_row_from_predictions, format_artemo_table
 from vaemotion_jax.models.lora import split_lora
 from vaemotion_jax.models.vaemotion import EmotionConfig, VAEmotionConfig, VAEmotionLLM
-from vaemotion_jax.presets import resolve
+from vaemotion_jax.presets import check
 from vaemotion_jax.training import frozen_cache, loop, program, stage2, weights
 from vaemotion_jax.training.checkpoint import fingerprint
 from vaemotion_jax.training.stage1_run import resolve_assets
@@ -180,7 +180,7 @@ def stage1_view(params: dict, qwen, ast_config, adapter_cfg, audio_dtype):
 
 def run(c) -> dict[str, Any]:
     """Stage 2 end to end; returns the held-out report (also in workdir/summary.json)."""
-    c = resolve(c)
+    c = check(c)
     parts = program.ablation(c)
     mesh, workdir = loop.start_run(c)
     assets = resolve_assets(c)
