@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.data.decode import (Clip, DecodeOptions, clip_window, decode_audio,
                                       decode_record, sample_times)
 from vaemotion_jax.data.manifest import read_manifest

@@ -1,5 +1,5 @@
 """AcoustEmo's Table 2 on the embedded default: the audio adapters side by side on the utterance
-world (data/synth_utterances.py), where a brief cue inside one utterance decides the emotion.
+world (embedded/synth/utterances.py), where a brief cue inside one utterance decides the emotion.
 
     python benchmarks/bench_qformer.py [--steps 800] [--seeds 0,1,2] [--clips 600]
 
@@ -43,7 +43,7 @@ def adapter_setup(overrides: dict):
     """(AudioAdapterConfig, Supervisor width, learning rate) of the tiny preset with overrides."""
     import configs.stage1
     from configs.common import override
-    from vaemotion_jax.presets import PRESETS, resolve
+    from vaemotion_jax.presets import PRESETS, check
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.training.stage1_run import adapter_config
 
@@ -78,7 +78,7 @@ def table(results: dict[str, list[dict]], steps: int, seeds: list[int], chance: 
 def default_encoder() -> str:
     """The embedded default's frozen tiny AST (pretrained on the main world; cached)."""
     from vaemotion_jax.presets import PRESETS
-    from vaemotion_jax.data.synth import default_world_dir
+    from vaemotion_jax.embedded.synth import default_world_dir
     from vaemotion_jax.embedded.assets import tiny_audio_encoder
 
     return tiny_audio_encoder(default_world_dir(), PRESETS["tiny"]["audio_max_length"])
@@ -87,7 +87,7 @@ def default_encoder() -> str:
 def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
     """Does the frozen AST hear the cue? Held-out accuracy of a linear probe of the cue (5
     classes) on the AST features averaged over the cue span, its utterance, the whole clip."""
-    from vaemotion_jax.data.synth_utterances import CUES
+    from vaemotion_jax.embedded.synth.utterances import CUES
     from vaemotion_jax.processing.fbank import FRAME_SHIFT, SAMPLE_RATE
     from vaemotion_jax.training.audio_va import linear_probe, span_features
 
@@ -118,8 +118,8 @@ def main(argv=None) -> list[str]:
     from vaemotion_jax.checkpoints.ast import load_ast
     from vaemotion_jax.data.manifest import read_manifest
     from vaemotion_jax.data.media import MediaSpec
-    from vaemotion_jax.data.synth import emotion_word
-    from vaemotion_jax.data.synth_utterances import (UtteranceWorldConfig,
+    from vaemotion_jax.embedded.synth import emotion_word
+    from vaemotion_jax.embedded.synth.utterances import (UtteranceWorldConfig,
                                                      default_utterance_world_dir)
     from vaemotion_jax.data.utterances import utterance_spec
     from vaemotion_jax.training import audio_va

@@ -9,11 +9,11 @@ from flax import linen as nn
 
 from vaemotion_jax.checkpoints.ast import export_ast
 from vaemotion_jax.checkpoints.qwen2_5_vl import export_qwen2_5_vl
-from vaemotion_jax.data.synth import WorldConfig, generate
+from vaemotion_jax.embedded.synth import WorldConfig, generate
 from vaemotion_jax.models import ast as ast_lib
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 from vaemotion_jax.models.qwen2_5_vl.model import init_params
-from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
 
 AUDIO_FRAMES = 300
 

@@ -195,7 +195,7 @@ def test_skipping_frames_nothing_refers_to_leaves_the_sampled_frames_identical(t
     """Frames with B-frames (x264 as the world encodes): decoding only the shown frames and the
     frames they refer to gives bit-identical pictures to decoding every frame."""
     from vaemotion_jax.data import decode
-    from vaemotion_jax.data.synth import write_mp4
+    from vaemotion_jax.embedded.synth import write_mp4
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     frames = np.stack([np.roll(texture, (i, 2 * i), (0, 1)) for i in range(75)])

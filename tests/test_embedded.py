@@ -3,7 +3,7 @@ read-out of free replies (evaluation/emotion_words.py)."""
 import numpy as np
 import pytest
 
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.embedded import language
 from vaemotion_jax.evaluation import emotion_words as ew
 from vaemotion_jax.evaluation.prompts import choice_answer
@@ -83,7 +83,8 @@ def test_emotion_word_report_asks_each_pathway_its_question():
 def test_backbone_chats_pad_to_buckets():
     from vaemotion_jax.embedded.backbone import encode, pad_chats
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.processing.tokenizer import cached_tokenizer, default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.processing.tokenizer import cached_tokenizer
     qwen, tok = qwen_config.tiny(), cached_tokenizer(default_tiny_tokenizer_dir())
     chats = [encode(tok, qwen, c) for c in language.text_chats(4, 0)]
     batch = pad_chats(chats, qwen.pad_token_id, (64, 128, 256), (8, 16, 32, 64))
@@ -110,7 +111,7 @@ def test_vision_pretraining_reads_training_frames_and_moves_the_tower(tmp_path):
     picture factors and returns the tower's params, trained (a few steps on a 20-clip world)."""
     import jax
     from flax import linen as nn
-    from vaemotion_jax.data.synth import WorldConfig, generate
+    from vaemotion_jax.embedded.synth import WorldConfig, generate
     from vaemotion_jax.embedded import backbone
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, init_params
@@ -132,11 +133,11 @@ def test_a_frozen_tower_gets_no_gradient_from_the_language_loss(tmp_path):
     import jax
     import optax
     from flax import linen as nn
-    from vaemotion_jax.data.synth import WorldConfig, generate
+    from vaemotion_jax.embedded.synth import WorldConfig, generate
     from vaemotion_jax.embedded import backbone
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.models.qwen2_5_vl.model import Qwen2_5_VL, init_params
-    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     world = str(tmp_path / "world")
     generate(world, WorldConfig(num_clips=6, heldout=0.2), workers=1)
     qwen = qwen_config.tiny()

@@ -132,7 +132,7 @@ def test_a_clip_gets_the_same_positions_in_training_evaluation_and_chat(clip_and
     from vaemotion_jax.evaluation.replies import question_batches as chat_batches
     from vaemotion_jax.evaluation import benchmark as eval_benchmark
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage1, stage2
     clip, wav, media = clip_and_wav
     qwen, tok = qwen_config.tiny(), default_tiny_tokenizer_dir()
@@ -192,7 +192,8 @@ def test_stage1_prompt_is_drawn_per_clip_and_epoch(tmp_path):
 def test_stage2_loss_covers_the_whole_answer_unless_capped():
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.processing.chat import encode_chat
-    from vaemotion_jax.processing.tokenizer import cached_tokenizer, default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.processing.tokenizer import cached_tokenizer
     from vaemotion_jax.training import stage2
     qwen, tok = qwen_config.tiny(), default_tiny_tokenizer_dir()
     grid = (2, 8, 8)

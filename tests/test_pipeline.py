@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.pipeline import (BatchIterator, ExampleFn, PipelineConfig, collate, label_arrays,

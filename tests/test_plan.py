@@ -38,7 +38,7 @@ def real_batch(c, batch: int, **features) -> dict:
     with the longest prompt and a response of max_response_tokens; `features` added to the
     clip's."""
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     qwen = qwen_config.tiny()
     grid = video_grid(c)
     features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
@@ -83,7 +83,7 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     import configs.stage2 as module
     from vaemotion_jax.data.pipeline import NOTES, collate
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage2
     c = check(module.get_config())
     mesh = sharding.make_mesh((1, 2, 1))

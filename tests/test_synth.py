@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from media_files import dominant_frequency
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.data.decode import DecodeOptions, decode_record
 from vaemotion_jax.data.manifest import read_manifest
 

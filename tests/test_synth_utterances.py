@@ -1,4 +1,4 @@
-"""The utterance world (data/synth_utterances.py) and AcoustEmo's Table 2 benchmark on it."""
+"""The utterance world (embedded/synth/utterances.py) and AcoustEmo's Table 2 benchmark on it."""
 import dataclasses
 import importlib.util
 import json
@@ -11,10 +11,10 @@ from flax import linen as nn
 
 from media_files import dominant_frequency
 from vaemotion_jax.checkpoints.ast import export_ast
-from vaemotion_jax.data import synth_utterances as su
+from vaemotion_jax.embedded.synth import utterances as su
 from vaemotion_jax.data.decode import DecodeOptions, decode_record
 from vaemotion_jax.data.manifest import read_manifest
-from vaemotion_jax.data.synth import emotion_word
+from vaemotion_jax.embedded.synth import emotion_word
 from vaemotion_jax.models import ast as ast_lib
 from vaemotion_jax.training.audio_va import va_report
 

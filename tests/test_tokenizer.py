@@ -123,11 +123,12 @@ def test_load_tokenizer_names_missing_path(tmp_path):
 
 
 def test_default_tiny_tokenizer_dir_builds_once(monkeypatch, tmp_path):
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     monkeypatch.setenv("VAEMOTION_CACHE", str(tmp_path))
-    path = Path(tk.default_tiny_tokenizer_dir())
+    path = Path(default_tiny_tokenizer_dir())
     assert path.is_relative_to(tmp_path / "tiny_tokenizer")
     stamp = (path / "tokenizer.json").stat().st_mtime_ns
-    assert Path(tk.default_tiny_tokenizer_dir()) == path
+    assert Path(default_tiny_tokenizer_dir()) == path
     assert (path / "tokenizer.json").stat().st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging left behind
     assert len(tk.load_tokenizer(path)) == 1024

@@ -47,7 +47,7 @@ from vaemotion_jax.models.qwen2_5_vl.model import abstract_params as qwen_params
 from vaemotion_jax.models.vaemotion import VAEmotionConfig, VAEmotionLLM
 from vaemotion_jax.presets import check
 from vaemotion_jax.processing.chat import encode_chat
-from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
+from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir, load_tokenizer
 from vaemotion_jax.examples import layout_arrays
 from vaemotion_jax.training.stage1_run import adapter_config, video_grid
 from vaemotion_jax.training.program import (StageParts, emotion_config, jit_step, lora_kwargs,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Sequence
+
+from vaemotion_jax.embedded.cache import cache_path, publish
 
 log = logging.getLogger("vaemotion_jax.assets")
 
@@ -22,22 +23,17 @@ class Assets:
     audio_encoder_path: str
 
 
-def cache_dir() -> str:
-    from vaemotion_jax.data.synth import cache_dir as root
-    return root()
-
-
 def tiny_audio_encoder(world_dir: str, max_length: int) -> str:
     """A tiny AST pretrained on the world's sounds (audio_pretrain.py), saved as a HF dir."""
     from vaemotion_jax.models.ast import tiny
     from vaemotion_jax.embedded.audio_pretrain import pretrain_ast, recipe_key
 
     cfg = tiny().replace(max_length=max_length)
-    final = os.path.join(cache_dir(), "tiny_ast", recipe_key(world_dir, cfg))
+    final = cache_path("tiny_ast", recipe_key(world_dir, cfg))
     if os.path.exists(os.path.join(final, "config.json")):
         return final
     log.info("pretraining the tiny audio encoder on the world's sounds (once; cached in %s)", final)
-    _publish(pretrain_ast(final, world_dir, cfg), final)
+    publish(pretrain_ast(final, world_dir, cfg), final, "config.json")
     return final
 
 
@@ -46,7 +42,7 @@ def tiny_backbone(world_dir: str, tokenizer_dir: str, prompts: Sequence[str]) ->
     once, then cached)."""
     from vaemotion_jax.embedded.backbone import recipe_key, train_backbone
 
-    final = os.path.join(cache_dir(), "tiny_backbone", recipe_key(world_dir, tokenizer_dir, prompts))
+    final = cache_path("tiny_backbone", recipe_key(world_dir, tokenizer_dir, prompts))
     if os.path.exists(os.path.join(final, "config.json")):
         return final
     log.info("teaching the tiny backbone language and the world's videos (once; cached in %s)",
@@ -55,19 +51,10 @@ def tiny_backbone(world_dir: str, tokenizer_dir: str, prompts: Sequence[str]) ->
 
 
 def default_assets(prompts: Sequence[str], audio_max_length: int) -> Assets:
-    from vaemotion_jax.data.synth import default_world_dir
-    from vaemotion_jax.processing.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.embedded.synth import default_world_dir
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
 
     world = default_world_dir()
     tokenizer = default_tiny_tokenizer_dir()
     return Assets(world, tokenizer, tiny_backbone(world, tokenizer, prompts),
                   tiny_audio_encoder(world, audio_max_length))
-
-
-def _publish(tmp: str, final: str) -> None:
-    """Renames a finished temporary directory into place (another process may have won)."""
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)

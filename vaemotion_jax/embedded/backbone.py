@@ -54,11 +54,12 @@ import optax
 from flax import linen as nn
 
 from vaemotion_jax.checkpoints.qwen2_5_vl import export_qwen2_5_vl
-from vaemotion_jax.data import synth
 from vaemotion_jax.data.decode import decode_frames, sample_times
 from vaemotion_jax.data.manifest import read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, Skipped
+from vaemotion_jax.embedded import synth
+from vaemotion_jax.embedded.cache import publish
 from vaemotion_jax.embedded.language import text_chats
 from vaemotion_jax.evaluation.prompts import artemo_prompt, choice_answer
 from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
@@ -433,9 +434,4 @@ def train_backbone(out_dir: str, world_dir: str, tokenizer_dir: str, prompts: Se
     with open(os.path.join(tmp, "backbone.json"), "w") as f:
         json.dump({"recipe": r, "prompts": list(prompts), "final_loss": final, "world": world_dir,
                    "heldout_video_choice_accuracy": report, "seconds": time.time() - t0}, f, indent=2)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return publish(tmp, out_dir, "config.json")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.data.manifest import PATHWAYS
 from vaemotion_jax.evaluation.prompts import artemo_prompt, choice_answer
 

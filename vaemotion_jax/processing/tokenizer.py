@@ -9,12 +9,7 @@ saved with the Qwen2.5-VL chat template, so `AutoTokenizer.from_pretrained` and
 from __future__ import annotations
 
 import functools
-
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,36 +169,3 @@ def special_ids(tokenizer) -> SpecialIds:
         image_pad=lookup("<|image_pad|>"), video_pad=lookup("<|video_pad|>"),
         audio_pad=lookup("<|audio_pad|>", required=False), endoftext=endoftext,
         pad=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else endoftext)
-
-
-def _tiny_fingerprint() -> str:
-    """Short hash of everything the built tiny tokenizer depends on."""
-    recipe = {"corpus": tiny_corpus(), "specials": TINY_SPECIAL_TOKENS,
-              "regex": QWEN2_SPLIT_REGEX, "template": QWEN2_5_VL_CHAT_TEMPLATE,
-              "regular": TINY_REGULAR_VOCAB_SIZE, "max_length": TINY_MODEL_MAX_LENGTH}
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_tiny_tokenizer_dir() -> str:
-    """Path of the tiny tokenizer built from the built-in corpus, building it once.
-
-    Cached under `$VAEMOTION_CACHE/tiny_tokenizer/<fingerprint>` (default root
-    `~/.cache/vaemotion_jax`); the fingerprint changes with the corpus or the recipe, so a stale
-    build is never reused. Built in a temporary folder and renamed, so concurrent callers are safe.
-    """
-    root = Path(os.environ.get("VAEMOTION_CACHE", Path.home() / ".cache" / "vaemotion_jax"))
-    final = root / "tiny_tokenizer" / _tiny_fingerprint()
-    if all((final / name).is_file() for name in TOKENIZER_FILES):
-        return str(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
-        build_tiny_tokenizer(staging)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not all((final / name).is_file() for name in TOKENIZER_FILES):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(final)

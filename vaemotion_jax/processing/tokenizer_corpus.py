@@ -110,7 +110,7 @@ GENERIC_ENGLISH = (
 )
 
 
-# The synthetic world's conversation phrasing (data/synth.py, embedded/language.py), so that its
+# The synthetic world's conversation phrasing (embedded/synth/, embedded/language.py), so that its
 # frequent words are single tokens: shorter sequences, and one token per word to match.
 CONVERSATION_SENTENCES = (
     "I see a fast red circle on a bright background.",

@@ -2,7 +2,7 @@
 -> Emotion Supervisor, trained on a manifest's `labels.a` and read out on held-out clips.
 
 This is the protocol of benchmarks/bench_qformer.py (AcoustEmo's Table 2 on the utterance world,
-data/synth_utterances.py). There is no LLM: the Supervisor (eqs. 3-4: the mean of the adapter's
+embedded/synth/utterances.py). There is no LLM: the Supervisor (eqs. 3-4: the mean of the adapter's
 tokens -> (valence, arousal)) is the only head, so adapters trained with the same data, steps and
 rate differ only in what their tokens keep of the clip. The read-out is the emotion word of the
 predicted V-A (synth.emotion_word: the quadrant, or neutral near the origin) against the label's,
@@ -22,7 +22,7 @@ from flax import linen as nn
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, Skipped
-from vaemotion_jax.data.synth import emotion_word
+from vaemotion_jax.embedded.synth import emotion_word
 from vaemotion_jax.data.utterances import UtteranceSpec
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.emotion import EmotionSupervisor

@@ -22,7 +22,7 @@ from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
-from vaemotion_jax.data import synth
+from vaemotion_jax.embedded import synth
 from vaemotion_jax.data.utterances import UtteranceSpec, utterance_spec
 from vaemotion_jax.evaluation import replies
 from vaemotion_jax.evaluation import benchmark as eval_benchmark

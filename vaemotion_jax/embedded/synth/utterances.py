@@ -17,7 +17,7 @@ as an ordinary note), so note onsets do not give the cue away. Nuisances per cli
 timbre (sine | square | sawtooth), its key (C4 +- 3 semitones), its notes, and 2-4 utterances
 placed at random. The picture is a plain grey frame: the clip is to be heard.
 
-`python -m vaemotion_jax.data.synth_utterances --out DIR [--num-clips N --seed S]` writes
+`python -m vaemotion_jax.embedded.synth.utterances --out DIR [--num-clips N --seed S]` writes
 clips/*.mp4 (H.264 + AAC, through synth's writer), utterances.jsonl (id, media, split,
 utterances, labels {"a": [v, a]}, meta with the cue) and world.json. Output is a pure function
 of the options. `default_utterance_world_dir()` makes it once in the cache.
@@ -35,7 +35,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from vaemotion_jax.data.synth import _tone, cache_dir, emotion_word, publish_world, write_mp4
+from vaemotion_jax.embedded.cache import cache_path, publish
+from vaemotion_jax.embedded.synth.factors import emotion_word
+from vaemotion_jax.embedded.synth.render import tone, write_mp4
 
 UTTERANCE_WORLD_VERSION = 1
 
@@ -157,7 +159,7 @@ def _envelope(n: int, sample_rate: int) -> np.ndarray:
 def _note(timbre: str, freq: float, n: int, sample_rate: int) -> np.ndarray:
     """(n,) one enveloped note."""
     t = np.arange(n) / sample_rate
-    return _envelope(n, sample_rate) * _tone(timbre, freq, t, sample_rate / 2)
+    return _envelope(n, sample_rate) * tone(timbre, freq, t, sample_rate / 2)
 
 
 def render_cue(cue: str, timbre: str, pitch: float, n: int, sample_rate: int) -> np.ndarray:
@@ -261,8 +263,8 @@ def default_utterance_world_dir(cfg: UtteranceWorldConfig = UtteranceWorldConfig
     """The world's folder in the cache (`<cache>/synth_utterances/v<version>-n<clips>-seed<seed>-
     <config hash>`), generated on first use into a temporary folder renamed into place."""
     digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    final = os.path.join(cache_dir(), "synth_utterances",
-                         f"v{UTTERANCE_WORLD_VERSION}-n{cfg.num_clips}-seed{cfg.seed}-{digest}")
+    final = cache_path("synth_utterances",
+                       f"v{UTTERANCE_WORLD_VERSION}-n{cfg.num_clips}-seed{cfg.seed}-{digest}")
     if os.path.exists(os.path.join(final, "world.json")):
         return final
     tmp = f"{final}.tmp{os.getpid()}"
@@ -270,11 +272,11 @@ def default_utterance_world_dir(cfg: UtteranceWorldConfig = UtteranceWorldConfig
     print(f"synth_utterances: generating {cfg.num_clips} clips into {final} (first use)",
           file=sys.stderr, flush=True)
     generate(tmp, cfg)
-    return publish_world(tmp, final)
+    return publish(tmp, final, "world.json")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.data.synth_utterances",
+    p = argparse.ArgumentParser(prog="python -m vaemotion_jax.embedded.synth.utterances",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder to write the world into")
     p.add_argument("--num-clips", type=int, default=UtteranceWorldConfig.num_clips)
