@@ -39,7 +39,7 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import importlib
     from vaemotion_jax.presets import check
-    from vaemotion_jax import plan, sharding
+    from vaemotion_jax import planning as plan, sharding
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 
     name, _, hw = args.config.partition(":")

@@ -2,7 +2,7 @@
 (function-level imports included), and only the entry points read `configs`.
 
     sharding, processing -> data -> models -> checkpoints -> examples, generate, presets
-    -> evaluation -> embedded -> training -> inference -> entry points
+    -> evaluation -> embedded -> training -> inference -> planning -> entry points
 
 (evaluation scores a given model and sits below the method, whose runs end with its report;
 the embedded default builds its tiny backbone with evaluation's prompts and is the method's
@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vaemotion_jax"
 LAYERS = (("sharding", "processing"), ("data",), ("models",), ("checkpoints",),
           ("examples", "generate", "presets"), ("evaluation",), ("embedded",), ("training",),
-          ("inference",), ("train", "evaluate", "chat", "plan", "analysis"))
+          ("inference",), ("planning",), ("train", "evaluate", "chat", "plan", "analysis"))
 ENTRY_POINTS = LAYERS[-1]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

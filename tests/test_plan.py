@@ -11,7 +11,8 @@ import pytest
 
 from configs import common
 from vaemotion_jax.presets import check
-from vaemotion_jax import plan, sharding
+from vaemotion_jax import planning as plan, sharding
+from vaemotion_jax.planning import programs
 from vaemotion_jax.data.manifest import Record
 from vaemotion_jax.training import stage1
 from vaemotion_jax.training.stage1_run import video_grid
@@ -241,7 +242,7 @@ def test_sequence_length_and_refusals():
     with pytest.raises(ValueError, match="largest sequence bucket 512"):
         plan.sequence_length((128, 256, 512), 600)
     c = tiny()
-    n, note = plan.stage1_sequence(c, 648, plan.Options(text_tokens=30))
+    n, note = programs.stage1_sequence(c, 648, plan.Options(text_tokens=30))
     assert n == 768 and "648 video + 30 text (given) + 24 response" in note
     with pytest.raises(ValueError, match="no planner for stage 'stage9'"):
         c.stage = "stage9"
