@@ -18,7 +18,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vaemotion_jax.checkpoints.emotion import export_emotion_modules
-from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.data.manifest import PATHWAYS, Record, read_manifest
 from vaemotion_jax.data.media import MediaSpec
 from vaemotion_jax.data.pipeline import ExampleFn, PipelineConfig, make_iterator
@@ -319,7 +318,7 @@ def held_out_report(c, assets, model, params, heldout, benchmark, mesh, qwen, as
 
 def export(c, workdir, params, qwen, emotion_cfg, adapter_cfg, parts) -> None:
     if parts["lora"]:
-        export_lora_peft(params["backbone"], qwen, os.path.join(workdir, "lora_peft"))
+        weights.export_lora(params["backbone"], qwen, os.path.join(workdir, "lora_peft"))
     configs_ = {"audio_adapter": adapter_cfg}
     if emotion_cfg.enhancer:
         configs_["emotion_enhancer"] = {"hidden_size": qwen.text.hidden_size,

@@ -18,11 +18,13 @@ from flax import linen as nn
 
 from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.ast import load_ast
+from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.checkpoints.mapping import flatten, unflatten
 from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
 from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, save_safetensors_dir
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
+from vaemotion_jax.models.lora import split_lora
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -94,6 +96,14 @@ def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
     save_safetensors_dir(tensors, path)
     with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=2)
+
+
+def export_lora(backbone: dict, qwen, path: str) -> None:
+    """Gathers the backbone's (possibly multi-host sharded) LoRA leaves; process 0 writes them as
+    a PEFT adapter directory."""
+    host = multihost_utils.process_allgather(split_lora(backbone)[1], tiled=True)
+    if jax.process_index() == 0:
+        export_lora_peft(host, qwen, path)
 
 
 def load_adapter(path: str, ast_config, mesh) -> tuple[dict, AudioAdapterConfig]:
