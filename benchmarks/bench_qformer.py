@@ -5,7 +5,8 @@ world (embedded/synth/utterances.py), where a brief cue inside one utterance dec
 
 Rows: the paper's MLP adapter, the Q-Former with the global Q-Former only, with fixed 2 s
 windows, and with the utterance windows (the manifest's timestamps), each with the global
-Q-Former as in AcoustEmo's full model. Each is trained the same way (training/audio_va.py:
+Q-Former as in AcoustEmo's full model, and the utterance windows without the global Q-Former
+(AcoustEmo's "w/o Global Acoustic Q-Former"). `--rows` runs a subset (comma-separated names). Each is trained the same way (training/audio_va.py:
 frozen tiny AST -> adapter -> Emotion Supervisor, V-A MSE, same steps, batch, rate and data)
 on the world's training clips for each seed (the seed sets initialisation and batch order; the
 world is fixed) and read out on its held-out clips: the emotion word of the predicted V-A
@@ -30,6 +31,8 @@ VARIANTS = {  # row -> configs/stage1.py overrides
     "fixed 2 s windows": {"adapter.kind": "qformer", "adapter.windows": "fixed",
                           "adapter.window_seconds": 2.0},
     "utterance windows": {"adapter.kind": "qformer"},
+    # AcoustEmo Table 2's "w/o Global Acoustic Q-Former": utterance windows alone
+    "utterances, no global": {"adapter.kind": "qformer", "adapter.global_qformer": False},
 }
 METRICS = ("accuracy", "ccc_valence", "ccc_arousal")
 
@@ -113,8 +116,14 @@ def main(argv=None) -> list[str]:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--world-dir", default="", help="an utterance world ('' = the cached default)")
     p.add_argument("--audio-encoder", default="", help="AST dir ('' = the embedded default's)")
+    p.add_argument("--rows", default="", help="comma-separated row names ('' = all): "
+                   + "; ".join(VARIANTS))
     p.add_argument("--out", default="runs/bench_qformer.json")
     args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(VARIANTS)
+    unknown = [r for r in rows if r not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--rows: unknown {unknown}; known: {list(VARIANTS)}")
     from vaemotion_jax.checkpoints.ast import load_ast
     from vaemotion_jax.data.manifest import read_manifest
     from vaemotion_jax.data.media import MediaSpec
@@ -139,8 +148,8 @@ def main(argv=None) -> list[str]:
     media = MediaSpec(num_frames=1, audio_frames=ast.config.max_length)
     seeds = [int(s) for s in args.seeds.split(",")]
     data, features, results = {}, {}, {}
-    for name, overrides in VARIANTS.items():
-        adapter, hidden, lr = adapter_setup(overrides)
+    for name in rows:
+        adapter, hidden, lr = adapter_setup(VARIANTS[name])
         spec = utterance_spec(adapter, ast.config)
         key = spec.timestamps_key if spec else ""
         if key not in data:   # decode once per window setting; the AST runs once per split
