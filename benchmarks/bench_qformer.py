@@ -6,14 +6,14 @@ world (embedded/synth/utterances.py), where a brief cue inside one utterance dec
 Rows: the paper's MLP adapter, the Q-Former with the global Q-Former only, with fixed 2 s
 windows, and with the utterance windows (the manifest's timestamps), each with the global
 Q-Former as in AcoustEmo's full model, and the utterance windows without the global Q-Former
-(AcoustEmo's "w/o Global Acoustic Q-Former"). `--rows` runs a subset (comma-separated names). Each is trained the same way (training/audio_va.py:
-frozen tiny AST -> adapter -> Emotion Supervisor, V-A MSE, same steps, batch, rate and data)
-on the world's training clips for each seed (the seed sets initialisation and batch order; the
-world is fixed) and read out on its held-out clips: the emotion word of the predicted V-A
-against the label's, and the V-A CCC, as mean +- spread (sample std over seeds). The AST is the
-embedded default's (pretrained on the main world's sounds, frozen; built in the cache if
-missing). The last line checks the target: utterance windows beat global-only by more than
-twice the larger seed spread of the two rows.
+(AcoustEmo's "w/o Global Acoustic Q-Former"); `--rows` runs a subset (names separated by ";").
+Each is trained the same way (training/audio_va.py: frozen tiny AST -> adapter -> Emotion
+Supervisor, V-A MSE, same steps, batch, rate and data) on the world's training clips for each
+seed (the seed sets initialisation and batch order; the world is fixed) and read out on its
+held-out clips: the emotion word of the predicted V-A against the label's, and the V-A CCC, as
+mean +- spread (sample std over seeds). The AST is the embedded default's (pretrained on the
+main world's sounds, frozen; built in the cache if missing). The last line checks the target:
+utterance windows beat global-only by more than twice the larger seed spread of the two rows.
 """
 from __future__ import annotations
 
@@ -116,11 +116,11 @@ def main(argv=None) -> list[str]:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--world-dir", default="", help="an utterance world ('' = the cached default)")
     p.add_argument("--audio-encoder", default="", help="AST dir ('' = the embedded default's)")
-    p.add_argument("--rows", default="", help="comma-separated row names ('' = all): "
+    p.add_argument("--rows", default="", help="row names separated by ';' ('' = all): "
                    + "; ".join(VARIANTS))
     p.add_argument("--out", default="runs/bench_qformer.json")
     args = p.parse_args(argv)
-    rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(VARIANTS)
+    rows = [r.strip() for r in args.rows.split(";")] if args.rows else list(VARIANTS)
     unknown = [r for r in rows if r not in VARIANTS]
     if unknown:
         raise SystemExit(f"--rows: unknown {unknown}; known: {list(VARIANTS)}")
