@@ -53,15 +53,14 @@ def fill(c: ml_collections.ConfigDict, model: str) -> ml_collections.ConfigDict:
     if model not in PRESETS:
         raise ValueError(f"unknown model preset {model!r}; known: {sorted(PRESETS)}")
     p = PRESETS[model]
-    ref = ml_collections.FieldReference
     with c.unlocked():
         c.model, c.qwen_preset, c.ast_preset = model, p["qwen"], p["ast"]
         # frame sampling: `sampling` picks the fields that apply (the other mode's values are
         # kept, unused, so that switching mode on the command line needs no None)
         c.data.sampling = "fps" if p["fps"] else "num_frames"
-        c.data.fps = ref(p["fps"] or 2.0, field_type=float)
-        c.data.max_frames = ref(p["max_frames"] or 8, field_type=int)
-        c.data.num_frames = ref(p["num_frames"] or 16, field_type=int)
+        c.data.fps = float(p["fps"] or 2.0)
+        c.data.max_frames = p["max_frames"] or 8
+        c.data.num_frames = p["num_frames"] or 16
         for field in ("resized_hw", "min_pixels", "max_pixels", "audio_max_length", "audio_windows",
                       "mc_answer_style"):
             c.data[field] = p[field]
