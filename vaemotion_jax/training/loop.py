@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -74,10 +74,40 @@ def write_json(path: str, obj) -> None:
             json.dump(obj, f, indent=2)
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Process-local NumPy batch -> global arrays sharded on the batch axis (strings dropped)."""
+def agree_on_shapes(batch: dict[str, np.ndarray], pad_values: Mapping[str, Any] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Multi-process runs: every array field padded at the end of each axis to the largest shape
+    any process holds (each process picks its local batch's buckets, but all must run one
+    program); `pad_values` per field, else 0. Padding only ever adds masked positions, so the
+    batch equals the one a single process would have assembled. One small all-gather per call."""
+    if jax.process_count() == 1:
+        return batch
+    from jax.experimental import multihost_utils
+    names = sorted(k for k, v in batch.items() if np.asarray(v).dtype.kind not in "USO")
+    shapes = [np.shape(batch[k]) for k in names]
+    every = multihost_utils.process_allgather(np.array([d for s in shapes for d in s], np.int64))
+    largest, out, i = np.max(np.asarray(every), axis=0), dict(batch), 0
+    for name, shape in zip(names, shapes):
+        want = tuple(int(d) for d in largest[i:i + len(shape)])
+        i += len(shape)
+        if want != shape:
+            pad = [(0, w - d) for w, d in zip(want, shape)]
+            out[name] = np.pad(np.asarray(batch[name]), pad,
+                               constant_values=(pad_values or {}).get(name, 0))
+    return out
+
+
+def token_pad_values(qwen) -> dict[str, int]:
+    """What the pipeline pads token fields with (everything else pads with 0)."""
+    return {"input_ids": qwen.pad_token_id, "prompt_ids": qwen.pad_token_id}
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh, pad_values: Mapping[str, Any] | None = None
+                 ) -> dict[str, jax.Array]:
+    """Process-local NumPy batch -> global arrays sharded on the batch axis (strings dropped),
+    shapes agreed across processes first (`agree_on_shapes`)."""
     out = {}
-    for name, value in batch.items():
+    for name, value in agree_on_shapes(batch, pad_values).items():
         value = np.asarray(value)
         if value.dtype.kind in "USO":
             continue

@@ -219,7 +219,8 @@ class HeldOut:
     def distributions(self, params) -> dict[str, float]:
         sums, n = {}, 0.0
         for batch in self.batches:
-            out = self.step(params, loop.global_batch(batch, self.mesh))
+            pads = loop.token_pad_values(self.qwen_model.config)
+            out = self.step(params, loop.global_batch(batch, self.mesh, pads))
             valid = batch["valid"].astype(np.float64)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(np.sum(sharding.to_host(v) * valid))
@@ -308,7 +309,7 @@ def run(c) -> dict[str, Any]:
             batch = complete(batch)
             for _, attach in caches:
                 batch = attach(batch)
-            return loop.global_batch(batch, mesh)
+            return loop.global_batch(batch, mesh, loop.token_pad_values(qwen))
 
         held = None
         if heldout:

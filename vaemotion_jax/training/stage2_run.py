@@ -226,7 +226,8 @@ def run(c) -> dict[str, Any]:
             attach = features[1] if features else (lambda b: b)
             state = loop.train_loop(
                 workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
-                make_batch=lambda b: loop.global_batch(attach(b), mesh), step_fn=step_fn,
+                make_batch=lambda b: loop.global_batch(attach(b), mesh, loop.token_pad_values(qwen)),
+                step_fn=step_fn,
                 meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
                 keep=c.keep_checkpoints, batch_size=c.data.batch_size,
