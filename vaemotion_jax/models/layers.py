@@ -52,8 +52,10 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray 
 
     Heads-major: the G = H / KV query heads of a kv head are stacked along the query axis, so
     the scores are one (G*S, T) matmul per kv head, laid out the way the softmax reads them
-    (no transposed copies of the (S, T) matrices), and the softmax's division is applied to the
-    (G*S, D) output instead of the (G*S, T) probabilities.
+    (no transposed copies of the (S, T) matrices). The probabilities are normalised before
+    they meet V: dividing the (G*S, D) output instead saves a pass over (G*S, T), but XLA:CPU
+    fuses the exponentials feeding both the row sum and the matmul into one kernel that ran
+    the AST's attention (602 tokens) about 2x slower (benchmarks/bench_vs_torch.py).
     """
     *lead, s, h, d = q.shape
     t, kv = k.shape[-3:-1]
@@ -67,7 +69,7 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray 
                            NEG_INF).reshape(*lead, kv, g * s, t)
     top = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
     weights = jnp.exp(scores - top)
-    out = jnp.einsum("...qt,...td->...qd", weights.astype(v.dtype), vh)
-    out = out.astype(jnp.float32) / jnp.sum(weights, -1, keepdims=True)
+    probs = weights / jnp.sum(weights, -1, keepdims=True)
+    out = jnp.einsum("...qt,...td->...qd", probs.astype(v.dtype), vh)
     out = jnp.moveaxis(out.reshape(*lead, kv, g, s, d), -2, -4)            # (..., S, KV, G, D)
     return out.reshape(*lead, s, h, d).astype(q.dtype)
