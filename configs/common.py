@@ -83,7 +83,9 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
 
     # Scale, from the model preset: mesh (data, fsdp, tensor; -1 takes the remaining devices),
     # dtype (activations), param_dtype (frozen weights), remat (none | full | dots), scan_layers.
-    c.compilation_cache = "~/.cache/vaemotion_jax/xla"
+    # XLA's persistent compilation cache: "auto" = <cache root>/xla (~/.cache/vaemotion_jax,
+    # or $VAEMOTION_CACHE, like everything else the project makes once), "" = off, else a folder.
+    c.compilation_cache = "auto"
 
     # Multi-process runs: a coordinator "host:port" with this process's id (local / GPU nodes),
     # or auto=True to let jax.distributed.initialize() read the TPU / SLURM environment.

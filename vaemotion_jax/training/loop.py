@@ -46,6 +46,10 @@ def initialize_distributed(c) -> None:
 
 
 def enable_compilation_cache(path: str) -> None:
+    """XLA's persistent compilation cache in `path` ("auto": the project's cache root, "": off)."""
+    if path == "auto":
+        from vaemotion_jax.embedded.cache import cache_path
+        path = cache_path("xla")
     if path:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
