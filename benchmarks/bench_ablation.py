@@ -41,8 +41,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_ablation")
     p.add_argument("--chat-clips", type=int, default=30, help="held-out clips for emotion words")
     args = p.parse_args()
-    import configs.stage2
-    from configs.common import override
+    from vaemotion_jax.configs import stage2 as stage2_config
+    from vaemotion_jax.configs.common import override
     from vaemotion_jax.evaluation.tables import NO_JOINT_PATHWAY
     from vaemotion_jax.training import loop
     from vaemotion_jax.training.stage2 import ABLATIONS
@@ -57,7 +57,7 @@ def main() -> None:
             if os.path.exists(done):          # a rerun continues where it stopped
                 report = json.load(open(done))
             else:
-                report = run(override(configs.stage2.get_config(), {
+                report = run(override(stage2_config.get_config(), {
                     "ablation": ablation, "steps": args.steps, "stage1_dir": args.stage1_dir,
                     "seed": seed, "workdir": workdir, "eval_stage1_baseline": False,
                     "eval_chat_clips": args.chat_clips}))

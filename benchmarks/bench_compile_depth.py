@@ -52,7 +52,7 @@ def main() -> None:
             if not scan and depth > args.unrolled_up_to:
                 continue
             qwen_config.PRESETS[f"depth{depth}"] = depth_preset(depth)
-            c = check(importlib.import_module(f"configs.{name}").get_config(hw or None))
+            c = check(importlib.import_module(f"vaemotion_jax.configs.{name}").get_config(hw or None))
             c.qwen_preset, c.scan_layers = f"depth{depth}", scan
             c.data.batch_size = args.devices
             r = plan.make_plan(c, mesh)

@@ -44,13 +44,13 @@ def summarize(values: list[float]) -> tuple[float, float]:
 
 def adapter_setup(overrides: dict):
     """(AudioAdapterConfig, Supervisor width, learning rate) of the tiny preset with overrides."""
-    import configs.stage1
-    from configs.common import override
+    from vaemotion_jax.configs import stage1 as stage1_config
+    from vaemotion_jax.configs.common import override
     from vaemotion_jax.presets import PRESETS, check
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.training.stage1_run import adapter_config
 
-    c = check(override(configs.stage1.get_config(), {**COMMON, **overrides}))
+    c = check(override(stage1_config.get_config(), {**COMMON, **overrides}))
     p = PRESETS[c.model]
     adapter = adapter_config(c, qwen_config.preset(c.qwen_preset))
     return adapter, p["supervisor_hidden"], p["stage2_lr"]

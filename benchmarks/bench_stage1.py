@@ -26,9 +26,9 @@ import time
 
 
 def stage1_config(workdir: str, **values):
-    import configs.stage1
-    from configs.common import override
-    return override(configs.stage1.get_config(), {"workdir": workdir, **values})
+    from vaemotion_jax.configs import stage1 as stage1_config
+    from vaemotion_jax.configs.common import override
+    return override(stage1_config.get_config(), {"workdir": workdir, **values})
 
 
 def time_steps(workdir: str, mode: str, steps: int, responses: str = "", **values) -> float:

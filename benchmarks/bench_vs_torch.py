@@ -281,11 +281,11 @@ def main() -> None:
     import jax
     import numpy as np
     import torch
-    import configs.stage1
+    from vaemotion_jax.configs import stage1 as stage1_config
     from vaemotion_jax.presets import check
     from vaemotion_jax.models.adapters import AudioAdapterConfig
     torch.set_num_threads(args.cores)
-    c = check(configs.stage1.get_config())
+    c = check(stage1_config.get_config())
     qwen, ast = sizes()
     adapter_cfg = AudioAdapterConfig(num_tokens=64, out_dim=qwen.text.hidden_size)
     batch = make_batch(qwen, ast, c.data.seq_buckets, c.data.target_buckets)

@@ -11,7 +11,7 @@ one-line comment says why we chose the value.
 """
 import ml_collections
 
-from configs import common
+from vaemotion_jax.configs import common
 from vaemotion_jax.training.stage1 import STAGE1_PROMPTS
 
 

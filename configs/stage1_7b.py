@@ -11,7 +11,7 @@ from configs/hardware.py (default gpu8x24):
 """
 import ml_collections
 
-from configs import hardware, stage1
+from vaemotion_jax.configs import hardware, stage1
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ first when it is missing). Paper values: lambda = 1, AdamW at 1e-5, LoRA on q, k
 """
 import ml_collections
 
-from configs import common, stage1
+from vaemotion_jax.configs import common, stage1
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.base_config("stage2")

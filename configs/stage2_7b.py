@@ -12,7 +12,7 @@ hardware setup from configs/hardware.py (default gpu8x24):
 """
 import ml_collections
 
-from configs import hardware, stage2
+from vaemotion_jax.configs import hardware, stage2
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

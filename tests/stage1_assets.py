@@ -49,5 +49,5 @@ def cli_args(values: dict) -> list[str]:
 def config(values: dict, stage: str = "stage1"):
     """configs/<stage>.get_config() with `values` applied."""
     import importlib
-    from configs.common import override
-    return override(importlib.import_module(f"configs.{stage}").get_config(), values)
+    from vaemotion_jax.configs.common import override
+    return override(importlib.import_module(f"vaemotion_jax.configs.{stage}").get_config(), values)

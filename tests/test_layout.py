@@ -1,5 +1,6 @@
 """The package's dependency order: no module imports a package from a layer above its own
-(function-level imports included), and only the entry points read `configs`.
+(function-level imports included), and only the entry points read `configs` (the top-level
+folder, installed as `vaemotion_jax.configs`).
 
     sharding, processing -> data -> models -> checkpoints -> examples, generate, presets
     -> evaluation -> embedded -> training -> inference -> planning -> entry points
@@ -11,6 +12,8 @@ fallback when a config names no weights).
 import ast
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vaemotion_jax"
 LAYERS = (("sharding", "processing"), ("data",), ("models",), ("checkpoints",),
@@ -21,10 +24,9 @@ LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
 def unit(module: str) -> str | None:
-    """vaemotion_jax.training.stage1 -> "training"; `configs...` -> "configs"; else None."""
+    """vaemotion_jax.training.stage1 -> "training"; vaemotion_jax.configs... (the top-level
+    configs/ folder, installed under the package) -> "configs"; else None."""
     parts = module.split(".")
-    if parts[0] == "configs":
-        return "configs"
     return parts[1] if parts[0] == "vaemotion_jax" and len(parts) > 1 else None
 
 
@@ -69,5 +71,15 @@ def test_no_module_imports_from_a_layer_above_or_an_entry_point_beside_it():
 
 def test_the_check_sees_function_level_imports(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("def f():\n    from vaemotion_jax.training import stage1\n    import configs.stage1\n")
+    src.write_text("def f():\n    from vaemotion_jax.training import stage1\n"
+                   "    from vaemotion_jax.configs import stage1\n")
     assert {unit(m) for m in imports(src)} == {"training", "configs"}
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages (configs/ maps to vaemotion_jax.configs): a new
+    subpackage missing from the list would be left out of a non-editable install."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert listed == found | {"vaemotion_jax.configs"}

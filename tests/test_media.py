@@ -38,17 +38,17 @@ def test_a_config_with_both_frame_modes_is_refused():
         MediaSpec(fps=2.0, max_frames=8, num_frames=4)
     with pytest.raises(ValueError, match="max_frames"):
         MediaSpec(fps=2.0)
-    import configs.stage1
-    from configs import common
+    from vaemotion_jax.configs import stage1 as stage1_config
+    from vaemotion_jax.configs import common
     from vaemotion_jax.presets import check
     # data.sampling picks the mode; the other mode's fields stay in the config, unused
-    c = check(common.override(configs.stage1.get_config(),
+    c = check(common.override(stage1_config.get_config(),
                               {"data.sampling": "fps", "data.max_frames": 6}))
     spec = MediaSpec.from_config(c.data)
     assert (spec.num_frames, spec.max_frames, spec.fps) == (None, 6, 2.0)
-    assert MediaSpec.from_config(configs.stage1.get_config().data).num_frames == 4
+    assert MediaSpec.from_config(stage1_config.get_config().data).num_frames == 4
     with pytest.raises(ValueError, match="data.sampling must be"):
-        check(common.override(configs.stage1.get_config(), {"data.sampling": "frames"}))
+        check(common.override(stage1_config.get_config(), {"data.sampling": "frames"}))
     # a run.json from before `sampling`: the fields that are set decide
     assert MediaSpec.from_config({"fps": None, "max_frames": None, "num_frames": 4}).num_frames == 4
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
+from vaemotion_jax.configs import common
 from vaemotion_jax.presets import check
 from vaemotion_jax import planning as plan, sharding
 from vaemotion_jax.planning import programs
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**overrides):
-    import configs.stage1 as module
+    from vaemotion_jax.configs import stage1 as module
     return check(common.override(module.get_config(), overrides))
 
 
@@ -81,7 +81,7 @@ def test_abstract_batch_is_the_trainers_batch():
 def test_stage2_abstract_batch_is_the_trainers_batch():
     """A joint (AV) conversation collated by the pipeline has the planner's shapes when its
     text is as long as the planner assumes; the step traces on the abstract arguments."""
-    import configs.stage2 as module
+    from vaemotion_jax.configs import stage2 as module
     from vaemotion_jax.data.pipeline import NOTES, collate
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
@@ -124,7 +124,7 @@ def test_qformer_abstract_batches_carry_the_utterance_mask():
     """kind="qformer": both stages' abstract batches hold utterance_mask (B, N_max, T_a),
     sharded on the batch axis like fbank_mask, the shape the trainer's host code makes; the
     steps trace with it and the adapter's params are the Q-Former's."""
-    import configs.stage2 as module2
+    from vaemotion_jax.configs import stage2 as module2
     c = tiny(**QFORMER)
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
@@ -272,7 +272,7 @@ def test_7b_presets_are_complete_configs(name):
     """The presets' configs (their plans are in docs/scaling.md; compiling a 7B is not for CI)."""
     import importlib
     file, _, arg = name.partition(":")
-    c = check(importlib.import_module(f"configs.{file}").get_config(arg))
+    c = check(importlib.import_module(f"vaemotion_jax.configs.{file}").get_config(arg))
     assert c.model == "qwen2_5_vl_7b" and c.dtype == "bfloat16" and c.scan_layers
     hw = c.hardware
     assert hw.budget_gib < hw.device_gib
@@ -286,7 +286,7 @@ def test_a_config_is_complete_when_made(name):
     """Every value a run uses is in the config get_config returns: no None left to fill."""
     import importlib
     file, _, arg = name.partition(":")
-    c = importlib.import_module(f"configs.{file}").get_config(arg or None)
+    c = importlib.import_module(f"vaemotion_jax.configs.{file}").get_config(arg or None)
     leaves = jax.tree_util.tree_flatten_with_path(c.to_dict(), is_leaf=lambda x: x is None)[0]
     unset = [jax.tree_util.keystr(p) for p, v in leaves if v is None]
     assert unset == ["['adapter']['qformer_mlp']"] or unset == [
@@ -296,7 +296,7 @@ def test_a_config_is_complete_when_made(name):
 
 def test_model_changed_on_the_command_line_is_refused():
     """`--config.model=qwen2_5_vl_7b` would keep the tiny sizes: refused, naming the fix."""
-    import configs.stage1 as module
+    from vaemotion_jax.configs import stage1 as module
     c = common.override(module.get_config(), {"model": "qwen2_5_vl_7b"})
     with pytest.raises(ValueError, match="--config=stage1:qwen2_5_vl_7b"):
         check(c)

@@ -264,8 +264,8 @@ def test_logits_notebook_runs_top_to_bottom(runs, tmp_path):
 def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path):
     """On real data (a train manifest, no world) the paper's general mix-in must be given or
     turned off on purpose; the error names the flag."""
-    import configs.stage2
-    from configs.common import override
+    from vaemotion_jax.configs import stage2 as stage2_config
+    from vaemotion_jax.configs.common import override
     from vaemotion_jax.embedded.assets import Assets
     from vaemotion_jax.training.stage2_run import training_records
     manifest = tmp_path / "emotion.jsonl"
@@ -273,7 +273,7 @@ def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path
         "id": "c1", "media": "c1.mp4", "modality": "av", "labels": {"av": [0.5, -0.2]},
         "conversations": [{"role": "user", "content": "How does it feel?"},
                           {"role": "assistant", "content": "Calm."}]}) + "\n")
-    c = override(configs.stage2.get_config(), {"data.train_manifest": str(manifest)})
+    c = override(stage2_config.get_config(), {"data.train_manifest": str(manifest)})
     assets = Assets("", "", "", "")
     with pytest.raises(ValueError, match="general_manifest"):
         training_records(c, assets)
@@ -284,8 +284,8 @@ def test_real_data_without_general_instructions_is_refused_unless_asked(tmp_path
 def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
     """mc_fraction and general_fraction are shares of the whole mix; the emotion data is the
     rest, and a pool too small for its share gives all it has."""
-    import configs.stage2
-    from configs.common import override
+    from vaemotion_jax.configs import stage2 as stage2_config
+    from vaemotion_jax.configs.common import override
     from vaemotion_jax.embedded.assets import Assets
     from vaemotion_jax.training.stage2_run import training_records
     chat = [{"role": "user", "content": "How does it feel?"}, {"role": "assistant", "content": "Calm."}]
@@ -301,7 +301,7 @@ def test_training_mix_shares_are_shares_of_the_final_mix(tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assets = Assets(str(tmp_path), "", "", "")
     from vaemotion_jax.presets import check
-    c = check(override(configs.stage2.get_config(),
+    c = check(override(stage2_config.get_config(),
                          {"data.mc_fraction": 0.25, "data.general_fraction": 0.25}))
     train, _ = training_records(c, assets)
     kinds = [r.id[0] for r in train]

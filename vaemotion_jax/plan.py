@@ -34,7 +34,7 @@ from vaemotion_jax.presets import check
 from vaemotion_jax.planning.compile import make_plan
 from vaemotion_jax.planning.programs import TEXT_TOKENS, Options
 from vaemotion_jax.planning.report import Assumptions, as_json, report
-from configs import define_config_flag, expand_config_names
+from vaemotion_jax.configs import define_config_flag, expand_config_names
 
 
 define_config_flag()  # --config: a stage config name or path, as for training

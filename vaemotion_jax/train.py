@@ -7,7 +7,7 @@ import sys
 
 from absl import app
 
-from configs import define_config_flag, expand_config_names
+from vaemotion_jax.configs import define_config_flag, expand_config_names
 
 _CONFIG = define_config_flag()
 
