@@ -403,12 +403,37 @@ def test_qformer_config_round_trips_through_json_and_the_adapter_files(tmp_path)
     assert sorted(want) == sorted(got) and any(k.startswith("utterance_qformer/") for k in got)
     for key in want:
         np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
-    # Stage 2's PyTorch-layout export of the adapter (checkpoints/emotion.py) takes it too
-    export_emotion_modules({"audio_adapter": params}, {"audio_adapter": cfg}, str(tmp_path / "emo"))
-    modules, configs = load_emotion_modules(str(tmp_path / "emo"))
-    assert AudioAdapterConfig(**configs["audio_adapter"]) == cfg
-    for key, value in flatten(modules["audio_adapter"]).items():
+    # one format for the small modules: the Stage 1 export is an emotion-modules directory, and
+    # Stage 2's emoadapter/ (adapter beside the EmoAdapter) loads as an adapter too
+    modules, configs = load_emotion_modules(str(tmp_path / "adapter"))
+    assert list(modules) == ["audio_adapter"]
+    export_emotion_modules({"audio_adapter": params, "extra": {"fc": {"bias": np.ones(3)}}},
+                           {"audio_adapter": cfg, "extra": {}}, str(tmp_path / "emo"))
+    with jax.set_mesh(mesh):
+        from_emo, cfg3 = weights.load_adapter(str(tmp_path / "emo"), AST, mesh)
+    assert cfg3 == cfg
+    for key, value in flatten(from_emo).items():
         np.testing.assert_array_equal(np.asarray(value), np.asarray(want[key]))
+
+
+def test_an_adapter_exported_in_the_old_format_still_loads(tmp_path):
+    """Stage 1 exports from before the shared format: adapter_config.json + our-layout tensors."""
+    from vaemotion_jax.checkpoints.safetensors_io import save_safetensors_dir
+    cfg = qcfg(max_utterances=2)
+    mesh = sharding.make_mesh((1, 1, 1))
+    with jax.set_mesh(mesh):
+        params = weights.init_adapter(cfg, AST, mesh, jax.random.key(5))
+        old = str(tmp_path / "old")
+        save_safetensors_dir({"audio_adapter." + k.replace("/", "."): np.asarray(v)
+                              for k, v in flatten(params).items()}, old)
+        with open(f"{old}/{weights.LEGACY_CONFIG}", "w") as f:
+            json.dump(dataclasses.asdict(cfg), f)
+        loaded, cfg2 = weights.load_adapter(old, AST, mesh)
+    assert cfg2 == cfg and weights.is_adapter_dir(old)
+    for key, value in flatten(params).items():
+        np.testing.assert_array_equal(np.asarray(flatten(loaded)[key]), np.asarray(value))
+    with pytest.raises(FileNotFoundError, match="emotion_modules.json"):
+        weights.load_adapter(str(tmp_path), AST, mesh)
 
 
 def test_bfloat16_compute():

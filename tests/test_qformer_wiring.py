@@ -83,8 +83,8 @@ def test_stage1_run_trains_and_exports_the_qformer(runs):
     metrics = [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
     assert len(metrics) == 3 and all(np.isfinite(m["loss"]) and m["loss"] > 0 for m in metrics)
     assert np.isfinite(runs["summary"]["end"]["kl"])                 # the held-out clips too
-    with open(os.path.join(w, "audio_adapter", "adapter_config.json")) as f:
-        exported = json.load(f)
+    with open(os.path.join(w, "audio_adapter", "emotion_modules.json")) as f:
+        exported = json.load(f)["modules"]["audio_adapter"]
     assert exported["kind"] == "qformer" and exported["queries"] == 4
     assert exported["max_utterances"] == 3 and exported["window_seconds"] == 1.0
     with open(os.path.join(w, "run.json")) as f:

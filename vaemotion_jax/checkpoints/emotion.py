@@ -1,4 +1,5 @@
-"""The small Stage 2 modules (Emotion Enhancer, Emotion Supervisor, audio adapter) <-> safetensors.
+"""The small trained modules (audio adapter, Emotion Enhancer, Emotion Supervisor) <-> safetensors:
+the one format of Stage 1's `audio_adapter/` and Stage 2's `emoadapter/`.
 
 A directory holds `emotion_modules.safetensors` in the PyTorch layout, keyed
 "<module>.<layer>.weight|bias" (a Dense kernel (in, out) is stored as a Linear weight (out, in),

@@ -47,7 +47,7 @@ def stage1_adapter_dir(c, assets) -> str:
     An adapter trained over other frozen weights than `assets` (an older embedded backbone, a
     different checkpoint) is refused: its tokens would mean nothing to this backbone."""
     path = os.path.join(os.path.abspath(c.stage1_dir), "audio_adapter")
-    if os.path.exists(os.path.join(path, weights.ADAPTER_CONFIG)):
+    if weights.is_adapter_dir(path):
         check_same_weights(os.path.join(c.stage1_dir, RUN_FILE), assets)
         return path
     if c.model != "tiny" or c.backbone_path:

@@ -1,12 +1,11 @@
 """Loading the frozen weights of a run onto its mesh, and the audio adapter's own files.
 
-The adapter directory holds `model.safetensors` (keys "audio_adapter.<module>.<param>", our
-layout) and `adapter_config.json` (the AudioAdapterConfig): Stage 1 writes it, Stage 2 and
-inference read it.
+The adapter directory is in the one format of the project's small modules
+(checkpoints/emotion.py: PyTorch-layout safetensors + a JSON of each module's config), the same
+as Stage 2's `emoadapter/`: Stage 1 writes it, Stage 2 and inference read it.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -18,15 +17,18 @@ from flax import linen as nn
 
 from vaemotion_jax import sharding
 from vaemotion_jax.checkpoints.ast import load_ast
+from vaemotion_jax.checkpoints.emotion import (CONFIG as MODULES_CONFIG, export_emotion_modules,
+                                               load_emotion_modules)
 from vaemotion_jax.checkpoints.peft import export_lora_peft
 from vaemotion_jax.checkpoints.mapping import flatten, unflatten
 from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
-from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, save_safetensors_dir
+from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora
 
-ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER = "audio_adapter"            # the module's name in the directory
+LEGACY_CONFIG = "adapter_config.json"  # Stage 1 exports from before the shared format (read)
 
 
 def load_frozen(c, backbone_path: str, audio_path: str, mesh, **lora):
@@ -89,13 +91,12 @@ def init_emotion_params(cfg, hidden: int, mesh, rng) -> dict:
 def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
     """Gathers the (possibly multi-host sharded) adapter; process 0 writes it."""
     host = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() != 0:
-        return
-    tensors = {"audio_adapter." + k.replace("/", "."): np.asarray(v)
-               for k, v in flatten(host).items()}
-    save_safetensors_dir(tensors, path)
-    with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    if jax.process_index() == 0:
+        export_emotion_modules({ADAPTER: host}, {ADAPTER: cfg}, path)
+
+
+def is_adapter_dir(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, f)) for f in (MODULES_CONFIG, LEGACY_CONFIG))
 
 
 def export_lora(backbone: dict, qwen, path: str) -> None:
@@ -107,24 +108,32 @@ def export_lora(backbone: dict, qwen, path: str) -> None:
 
 
 def load_adapter(path: str, ast_config, mesh) -> tuple[dict, AudioAdapterConfig]:
-    """An exported adapter, strictly checked against the params its config implies."""
-    file = os.path.join(path, ADAPTER_CONFIG)
-    if not os.path.exists(file):
-        raise FileNotFoundError(f"{path}: no {ADAPTER_CONFIG}; is this a Stage 1 adapter export?")
-    with open(file) as f:
-        cfg = AudioAdapterConfig(**json.load(f))
+    """An exported adapter (`export_adapter`, or the `audio_adapter` of a Stage 2 `emoadapter/`),
+    strictly checked against the params its config implies."""
+    if os.path.exists(os.path.join(path, MODULES_CONFIG)):
+        modules, configs = load_emotion_modules(path)
+        if ADAPTER not in modules:
+            raise CheckpointError(f"{path}: no {ADAPTER!r} module (it has {sorted(modules)})")
+        config, got = configs[ADAPTER], flatten(modules[ADAPTER])
+    elif os.path.exists(os.path.join(path, LEGACY_CONFIG)):
+        with open(os.path.join(path, LEGACY_CONFIG)) as f:
+            config = json.load(f)
+        ckpt = SafetensorsDir(path)
+        got = {k.partition(".")[2].replace(".", "/"): ckpt.get(k) for k in ckpt.keys()}
+    else:
+        raise FileNotFoundError(f"{path}: no {MODULES_CONFIG}; is this a Stage 1 adapter export?")
+    cfg = AudioAdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     _, _, boxed = _boxed_adapter(cfg, ast_config)
     want = flatten(nn.meta.unbox(boxed))
-    ckpt = SafetensorsDir(path)
-    got = {k[len("audio_adapter."):].replace(".", "/"): k for k in ckpt.keys()}
     if set(got) != set(want):
         raise CheckpointError(f"{path}: adapter tensors {sorted(got)} do not match the config's "
                               f"{sorted(want)}")
     flat = {}
     for k, spec in want.items():
-        arr = np.asarray(ckpt.get(got[k]))
+        arr = np.asarray(got[k])
         if arr.shape != spec.shape:
-            raise CheckpointError(f"{path}: {got[k]} has shape {arr.shape}, expected {spec.shape}")
+            raise CheckpointError(f"{path}: {ADAPTER}/{k} has shape {arr.shape}, expected "
+                                  f"{spec.shape}")
         flat[k] = arr
     shard = sharding.param_shardings(boxed, mesh)
     return jax.tree.map(lambda x, sh: jax.device_put(x, sh), unflatten(flat), shard), cfg
