@@ -1,5 +1,6 @@
 """Stage 2 (EmoAdapter + LoRA): eq. (5) masking, gradient flow, an end-to-end run, and the
 inference paths that read its outputs (evaluate, chat)."""
+import dataclasses
 import json
 import os
 
@@ -175,6 +176,26 @@ def test_evaluation_compiles_once_not_per_batch_or_call(runs):
             assert len(compiles) == n, f"{mode}: {len(compiles) - n} compilations on the second pass"
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_loglik_scores_every_batch_with_one_candidate_shape(runs, monkeypatch):
+    """Items with fewer options than others do not make a new program: every batch scores the
+    run's most letters (the candidates are an array argument of the jitted scorer)."""
+    from vaemotion_jax.evaluation import benchmark
+    from vaemotion_jax.evaluation.prompts import load_benchmark
+    from vaemotion_jax.inference import load_run
+    run = load_run(runs["stage1"])
+    world = json.load(open(os.path.join(runs["stage1"], "run.json")))["world_dir"]
+    items = load_benchmark(os.path.join(world, "benchmark.jsonl"), "artemo", split="heldout",
+                           modality="a")[:4]
+    fewer = [dataclasses.replace(r, options=r.options[:3], answer="A") for r in items[:2]]
+    shapes, scorer = [], benchmark.last_logprobs
+    monkeypatch.setattr(benchmark, "last_logprobs",
+                        lambda *a: shapes.append(a[3].shape) or scorer(*a))
+    preds = benchmark.run_items(run.model, run.params, fewer + items[2:], run.spec, "artemo",
+                                mode="loglik", batch_size=2)
+    assert shapes == [(4,), (4,)]
+    assert [p.n_options for p in preds] == [3, 3, 4, 4] and len(preds[0].scores) == 3
 
 
 def test_chat_answers_audio_file_and_video(runs, tmp_path):

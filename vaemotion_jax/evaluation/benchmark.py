@@ -239,6 +239,8 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
     by_id = {r.id: r for r in records}
     preds: list[Prediction] = []
     t0, done = time.time(), 0
+    if mode == "loglik":
+        letters = jnp.asarray(letter_token_ids(tok, max(len(r.options) for r in records)))
     bar = tqdm(total=len(records), unit="question", desc=f"{benchmark} ({mode})", disable=None)
     for modality in sorted({r.modality or "a" for r in records}):
         group = [r for r in records if (r.modality or "a") == modality]
@@ -251,11 +253,8 @@ def run_items(model: VAEmotionLLM, params, records: Sequence[Record], spec: Inpu
         for batch in it:
             rows = [i for i in range(len(batch["id"])) if batch["valid"][i]]
             dev = device_batch(batch)
-            if mode == "loglik":
-                n_opts = {len(by_id[str(batch["id"][i])].options) for i in rows}
-                k = max(n_opts)
-                lp = np.asarray(last_logprobs(model, params, dev,
-                                              jnp.asarray(letter_token_ids(tok, k)), modality))
+            if mode == "loglik":  # every item's letters among the run's most: one shape
+                lp = np.asarray(last_logprobs(model, params, dev, letters, modality))
                 for i in rows:
                     r = by_id[str(batch["id"][i])]
                     preds.append(make_prediction(r, benchmark,
