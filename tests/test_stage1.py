@@ -14,7 +14,8 @@ import pytest
 from flax import linen as nn
 
 from stage1_assets import cli_args, config, make_assets, settings
-from vaemotion_jax.checkpoints.safetensors_io import SafetensorsDir
+from vaemotion_jax.checkpoints.emotion import load_emotion_modules
+from vaemotion_jax.checkpoints.mapping import flatten
 from vaemotion_jax.examples import batch_layout
 from vaemotion_jax.models import ast as ast_lib
 from vaemotion_jax.models.adapters import AudioAdapterConfig
@@ -130,8 +131,8 @@ def losses_of(workdir):
 
 
 def adapter_of(workdir):
-    d = SafetensorsDir(os.path.join(workdir, "audio_adapter"))
-    return {k: np.array(d.get(k)) for k in d.keys()}
+    modules, _ = load_emotion_modules(os.path.join(workdir, "audio_adapter"))
+    return {k: np.array(v) for k, v in flatten(modules["audio_adapter"]).items()}
 
 
 def test_sharded_run_equals_single_device(assets, tmp_path):
