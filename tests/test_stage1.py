@@ -216,3 +216,22 @@ def test_resume_against_other_weights_is_refused(tmp_path):
     other = {**meta, "backbone": {"path": "/w/a", "fingerprint": "bbb"}}
     with pytest.raises(RuntimeError, match="backbone differs"):
         check_same_run(saved, other, "ck")
+
+
+def test_weights_that_are_not_the_presets_are_named(assets, caplog):
+    """The planner compiles the config's presets: a run whose checkpoint differs says where."""
+    from vaemotion_jax import sharding
+    from vaemotion_jax.presets import preset_differences
+    from vaemotion_jax.training import weights
+    c = config(settings(assets, "unused"))
+    mesh = sharding.make_mesh((1, 1, 1))
+    with caplog.at_level("WARNING", logger="vaemotion_jax.weights"):
+        qwen_model, _, ast_model, _ = weights.load_frozen(c, assets["backbone"], assets["audio"], mesh)
+    assert preset_differences(c, qwen_model.config, ast_model.config) == []   # loaded == preset
+    assert not caplog.records
+    with c.unlocked():
+        c.ast_preset = "ast_audioset"
+    with caplog.at_level("WARNING", logger="vaemotion_jax.weights"):
+        weights.load_frozen(c, assets["backbone"], assets["audio"], mesh)
+    (record,) = caplog.records
+    assert "audio_encoder.hidden_size" in record.getMessage() and "ast_audioset" in record.getMessage()

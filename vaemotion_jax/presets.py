@@ -3,9 +3,13 @@
 `check` refuses a config whose sizes and model disagree."""
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from vaemotion_jax.data.media import MediaSpec
+from vaemotion_jax.models import ast as ast_lib
+from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
 
 # Model presets: sizes of the inputs that follow from the backbone and the audio encoder.
 PRESETS = {
@@ -91,3 +95,25 @@ def check(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "which fills every size from its preset")
     MediaSpec.from_config(c.data)
     return c
+
+
+def _fields_differ(name: str, want, got, skip=()) -> list[str]:
+    return [f"{name}.{f.name} {getattr(got, f.name)!r} (preset {getattr(want, f.name)!r})"
+            for f in dataclasses.fields(want)
+            if f.name not in skip and getattr(want, f.name) != getattr(got, f.name)]
+
+
+# Runtime fields of Qwen2_5_VLConfig (not in config.json): not part of a checkpoint's identity.
+_QWEN_RUNTIME = ("vision", "text", "dtype", "scan_layers", "remat", "rope_index", "lora_rank",
+                 "lora_alpha", "lora_dropout", "lora_targets")
+
+
+def preset_differences(c: ml_collections.ConfigDict, qwen, ast) -> list[str]:
+    """Where loaded weights' architectures (Qwen2_5_VLConfig, ASTConfig) differ from the config's
+    presets, which are what `vaemotion_jax.plan` compiles: [] when the plan describes the run."""
+    want_q = qwen_config.preset(c.qwen_preset)
+    want_a = ast_lib.preset(c.ast_preset).replace(max_length=c.data.audio_max_length)
+    return (_fields_differ("backbone.vision", want_q.vision, qwen.vision)
+            + _fields_differ("backbone.text", want_q.text, qwen.text)
+            + _fields_differ("backbone", want_q, qwen, skip=_QWEN_RUNTIME)
+            + _fields_differ("audio_encoder", want_a, ast))

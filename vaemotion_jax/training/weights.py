@@ -7,6 +7,7 @@ as Stage 2's `emoadapter/`: Stage 1 writes it, Stage 2 and inference read it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import jax
@@ -26,6 +27,9 @@ from vaemotion_jax.checkpoints.safetensors_io import CheckpointError, Safetensor
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.emotion import EmotionEnhancer, EmotionSupervisor
 from vaemotion_jax.models.lora import split_lora
+from vaemotion_jax.presets import preset_differences
+
+log = logging.getLogger("vaemotion_jax.weights")
 
 ADAPTER = "audio_adapter"            # the module's name in the directory
 LEGACY_CONFIG = "adapter_config.json"  # Stage 1 exports from before the shared format (read)
@@ -41,6 +45,13 @@ def load_frozen(c, backbone_path: str, audio_path: str, mesh, **lora):
     if ast_model.config.max_length != c.data.audio_max_length:
         raise ValueError(f"{audio_path}: the encoder takes {ast_model.config.max_length} fbank "
                          f"frames, data.audio_max_length is {c.data.audio_max_length}")
+    differ = preset_differences(c, qwen_model.config, ast_model.config)
+    if differ:
+        log.warning("the weights (%s, %s) are not the config's presets (%s / %s): %s. The run "
+                    "uses the weights; `vaemotion_jax.plan` plans the presets, so its memory and "
+                    "FLOPs describe another model (pick the matching preset: --config=<stage>:"
+                    "<preset>)", backbone_path, audio_path, c.qwen_preset, c.ast_preset,
+                    "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else ""))
     return qwen_model, qwen_params, ast_model, ast_params
 
 
