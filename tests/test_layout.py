@@ -80,6 +80,7 @@ def test_every_package_is_installed():
     """pyproject.toml lists the packages (configs/ maps to vaemotion_jax.configs): a new
     subpackage missing from the list would be left out of a non-editable install."""
     tomllib = pytest.importorskip("tomllib")
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert listed == found | {"vaemotion_jax.configs"}

@@ -226,7 +226,8 @@ def test_weights_that_are_not_the_presets_are_named(assets, caplog):
     c = config(settings(assets, "unused"))
     mesh = sharding.make_mesh((1, 1, 1))
     with caplog.at_level("WARNING", logger="vaemotion_jax.weights"):
-        qwen_model, _, ast_model, _ = weights.load_frozen(c, assets["backbone"], assets["audio"], mesh)
+        qwen_model, _, ast_model, _ = weights.load_frozen(c, assets["backbone"], assets["audio"],
+                                                          mesh)
     assert preset_differences(c, qwen_model.config, ast_model.config) == []   # loaded == preset
     assert not caplog.records
     with c.unlocked():
@@ -234,4 +235,5 @@ def test_weights_that_are_not_the_presets_are_named(assets, caplog):
     with caplog.at_level("WARNING", logger="vaemotion_jax.weights"):
         weights.load_frozen(c, assets["backbone"], assets["audio"], mesh)
     (record,) = caplog.records
-    assert "audio_encoder.hidden_size" in record.getMessage() and "ast_audioset" in record.getMessage()
+    message = record.getMessage()
+    assert "audio_encoder.hidden_size" in message and "ast_audioset" in message

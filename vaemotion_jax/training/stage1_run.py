@@ -213,14 +213,14 @@ class HeldOut:
     def __init__(self, c, batches: list[dict], model, qwen_model, mesh, vocabulary, tokenizer):
         self.c, self.batches, self.model, self.qwen_model = c, batches, model, qwen_model
         self.mesh, self.vocabulary, self.tok = mesh, vocabulary, tokenizer
+        self.pads = loop.token_pad_values(qwen_model.config)
         self.step = jax.jit(functools.partial(stage1.eval_step, model=model, tau=c.tau))
         self.audio = jax.jit(functools.partial(stage1.audio_tokens, model))
 
     def distributions(self, params) -> dict[str, float]:
         sums, n = {}, 0.0
         for batch in self.batches:
-            pads = loop.token_pad_values(self.qwen_model.config)
-            out = self.step(params, loop.global_batch(batch, self.mesh, pads))
+            out = self.step(params, loop.global_batch(batch, self.mesh, self.pads))
             valid = batch["valid"].astype(np.float64)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(np.sum(sharding.to_host(v) * valid))

@@ -224,11 +224,11 @@ def run(c) -> dict[str, Any]:
             features = frozen_cache.audio_feature_transform(
                 c, workdir, model, params, fingerprint(assets.audio_encoder_path), mesh)
             attach = features[1] if features else (lambda b: b)
+            pads = loop.token_pad_values(qwen)
             state = loop.train_loop(
                 workdir=workdir, steps=c.steps, state=state, frozen=frozen, iterator=it,
-                make_batch=lambda b: loop.global_batch(attach(b), mesh, loop.token_pad_values(qwen)),
-                step_fn=step_fn,
-                meta=meta,
+                make_batch=lambda b: loop.global_batch(attach(b), mesh, pads),
+                step_fn=step_fn, meta=meta,
                 log_every=c.log_every, checkpoint_every=c.checkpoint_every,
                 keep=c.keep_checkpoints, batch_size=c.data.batch_size,
                 lr_schedule=schedule(c.optim.lr, c.optim.warmup_steps, c.steps))

@@ -47,11 +47,12 @@ def load_frozen(c, backbone_path: str, audio_path: str, mesh, **lora):
                          f"frames, data.audio_max_length is {c.data.audio_max_length}")
     differ = preset_differences(c, qwen_model.config, ast_model.config)
     if differ:
+        more = f"; and {len(differ) - 6} more" if len(differ) > 6 else ""
         log.warning("the weights (%s, %s) are not the config's presets (%s / %s): %s. The run "
                     "uses the weights; `vaemotion_jax.plan` plans the presets, so its memory and "
                     "FLOPs describe another model (pick the matching preset: --config=<stage>:"
                     "<preset>)", backbone_path, audio_path, c.qwen_preset, c.ast_preset,
-                    "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else ""))
+                    "; ".join(differ[:6]) + more)
     return qwen_model, qwen_params, ast_model, ast_params
 
 
@@ -107,6 +108,7 @@ def export_adapter(params: dict, cfg: AudioAdapterConfig, path: str) -> None:
 
 
 def is_adapter_dir(path: str) -> bool:
+    """Whether `path` holds an exported adapter (this format or the one before it)."""
     return any(os.path.exists(os.path.join(path, f)) for f in (MODULES_CONFIG, LEGACY_CONFIG))
 
 
@@ -133,7 +135,8 @@ def load_adapter(path: str, ast_config, mesh) -> tuple[dict, AudioAdapterConfig]
         got = {k.partition(".")[2].replace(".", "/"): ckpt.get(k) for k in ckpt.keys()}
     else:
         raise FileNotFoundError(f"{path}: no {MODULES_CONFIG}; is this a Stage 1 adapter export?")
-    cfg = AudioAdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    cfg = AudioAdapterConfig(**{k: tuple(v) if isinstance(v, list) else v   # JSON lists
+                                for k, v in config.items()})
     _, _, boxed = _boxed_adapter(cfg, ast_config)
     want = flatten(nn.meta.unbox(boxed))
     if set(got) != set(want):
