@@ -84,3 +84,10 @@ def test_every_package_is_installed():
     listed = set(setuptools["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert listed == found | {"vaemotion_jax.configs"}
+
+
+def test_every_module_says_what_it_does():
+    """Each module of the package (package __init__ files included) opens with a docstring."""
+    missing = [str(p.relative_to(ROOT)) for p in sorted(PACKAGE.rglob("*.py"))
+               if not ast.get_docstring(ast.parse(p.read_text()))]
+    assert not missing, missing

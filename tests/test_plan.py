@@ -360,3 +360,85 @@ def test_planner_and_trainer_shard_the_same_state(tmp_path):
              if not program._on_mesh(x, mesh).is_equivalent_to(y.sharding, x.ndim)]
     assert not diffs, diffs[:5]
     assert any(not y.sharding.is_fully_replicated for y in abstract)  # FSDP/tensor split some
+
+
+def test_planner_compiles_the_trainers_step(tmp_path):
+    """The step the planner lowers from shapes alone is, op for op, the one the trainer lowers
+    from its loaded weights and a batch made by its own host code (same StableHLO text, so the
+    same shardings, donation and program)."""
+    from stage1_assets import make_assets, settings
+    from vaemotion_jax.embedded.assets import Assets
+    from vaemotion_jax.training import loop, program
+    from vaemotion_jax.training.stage1_run import build
+    from vaemotion_jax.training.state import create_state, split_params
+    assets = make_assets(str(tmp_path))
+    c = tiny(**settings(assets, str(tmp_path / "run")), mesh=(2, 2, 2))
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    with jax.set_mesh(mesh):
+        model, qwen_model, params, _ = build(c, Assets(
+            world_dir=assets["world"], tokenizer_dir="", backbone_path=assets["backbone"],
+            audio_encoder_path=assets["audio"]), mesh)
+        parts = program.stage_parts(c, model)
+        trainable, frozen = split_params(params, parts.trainable)
+        state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
+        batch = loop.global_batch(real_batch(c, c.data.batch_size), mesh,
+                                  loop.token_pad_values(qwen_model.config))
+        trainer = program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch)
+        planned = plan.stage1_program(c, mesh, plan.Options())
+        planner = planned.jitted.lower(*planned.args)
+    assert trainer.as_text() == planner.as_text()
+
+
+def test_planner_compiles_the_stage2_trainers_step(tmp_path):
+    """Stage 2 likewise: the trainer's `build` (frozen weights with fresh LoRA, the Stage 1
+    adapter from disk, a new EmoAdapter) and a conversation batch collated by the pipeline give
+    the same StableHLO as the planner's abstract program."""
+    from stage1_assets import make_assets
+    from vaemotion_jax.configs import stage2 as module
+    from vaemotion_jax.data.pipeline import NOTES, collate
+    from vaemotion_jax.embedded.assets import Assets
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.models import ast as ast_lib
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.training import loop, program, stage2, weights
+    from vaemotion_jax.training.stage1_run import adapter_config
+    from vaemotion_jax.training.stage2_run import build
+    from vaemotion_jax.training.state import create_state, split_params
+    assets = make_assets(str(tmp_path))
+    c = check(common.override(module.get_config(), {
+        "backbone_path": assets["backbone"], "audio_encoder_path": assets["audio"],
+        "data.audio_max_length": 300, "mesh": (2, 2, 2)}))
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    qwen, grid = qwen_config.tiny(), video_grid(c)
+    adapter_dir = str(tmp_path / "adapter")
+    ast = ast_lib.tiny().replace(max_length=300)
+    adapter = adapter_config(c, qwen)
+    with jax.set_mesh(mesh):
+        weights.export_adapter(weights.init_adapter(adapter, ast, mesh, jax.random.key(3)),
+                               adapter, adapter_dir)
+        model, qwen_model, _, params = build(c, Assets(
+            world_dir="", tokenizer_dir="", backbone_path=assets["backbone"],
+            audio_encoder_path=assets["audio"]), adapter_dir, mesh)
+        parts = program.stage_parts(c, model)
+        trainable, frozen = split_params(params, parts.trainable)
+        state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
+        planned = plan.stage2_program(c, mesh, plan.Options())
+        target = planned.shapes["target_ids"][1]
+        features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
+                    "fbank": np.zeros((c.data.audio_windows, 300, 128), np.float32),
+                    "fbank_mask": np.ones(c.data.audio_windows, bool),
+                    "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
+        record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
+            {"role": "user", "content": "How does this feel?"},
+            {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
+        example = stage2.conversation_example(record, features,
+                                              tokenizer_dir=default_tiny_tokenizer_dir(),
+                                              qwen=qwen, joint_layout=c.joint_layout)
+        example.pop(NOTES)
+        real = collate([example] * c.data.batch_size, c.data.batch_size,
+                       {"input_ids": (planned.seq_len,), "position_ids": (planned.seq_len,),
+                        **{k: (target,) for k in stage2.TARGET_FIELDS}}, {})
+        batch = loop.global_batch(real, mesh, loop.token_pad_values(qwen_model.config))
+        trainer = program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch)
+        planner = planned.jitted.lower(*planned.args)
+    assert trainer.as_text() == planner.as_text()

@@ -92,6 +92,21 @@ def emotion_modules(c, hidden: int, mesh) -> tuple[EmotionConfig, dict]:
     return cfg, weights.init_emotion_params(cfg, hidden, mesh, jax.random.key(c.seed + 2))
 
 
+def build(c, assets, adapter_dir: str, mesh):
+    """Loads the frozen weights (with fresh LoRA params if the ablation has LoRA) and the Stage 1
+    adapter onto the mesh and initialises the EmoAdapter: (model, backbone, AST, params)."""
+    qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
+        c, assets.backbone_path, assets.audio_encoder_path, mesh, **program.lora_kwargs(c))
+    qwen = qwen_model.config
+    adapter_params, adapter_cfg = weights.load_adapter(adapter_dir, ast_model.config, mesh)
+    emotion_cfg, emotion_params = emotion_modules(c, qwen.text.hidden_size, mesh)
+    model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype,
+                                         emotion_cfg))
+    params = {"backbone": qwen_params, "audio_encoder": ast_params,
+              "audio_adapter": adapter_params, **emotion_params}
+    return model, qwen_model, ast_model, params
+
+
 def training_records(c, assets) -> tuple[list[Record], list[Record]]:
     """(train records: the emotion conversations plus the multiple-choice and general shares,
     held-out emotion records). `data.mc_fraction` and `data.general_fraction` are shares of the
@@ -185,17 +200,10 @@ def run(c) -> dict[str, Any]:
     assets = resolve_assets(c)
     adapter_dir = stage1_adapter_dir(c, assets)
     save_run(workdir, c, assets, adapter_dir)
-    lora = program.lora_kwargs(c)
     with jax.set_mesh(mesh):
-        qwen_model, qwen_params, ast_model, ast_params = weights.load_frozen(
-            c, assets.backbone_path, assets.audio_encoder_path, mesh, **lora)
+        model, qwen_model, ast_model, params = build(c, assets, adapter_dir, mesh)
         qwen = qwen_model.config
-        adapter_params, adapter_cfg = weights.load_adapter(adapter_dir, ast_model.config, mesh)
-        emotion_cfg, emotion_params = emotion_modules(c, qwen.text.hidden_size, mesh)
-        model = VAEmotionLLM(VAEmotionConfig(qwen, ast_model.config, adapter_cfg, ast_model.dtype,
-                                             emotion_cfg))
-        params = {"backbone": qwen_params, "audio_encoder": ast_params,
-                  "audio_adapter": adapter_params, **emotion_params}
+        adapter_cfg, emotion_cfg = model.config.adapter, model.config.emotion
         meta = {"backbone": {"path": assets.backbone_path,
                              "fingerprint": fingerprint(assets.backbone_path)},
                 "audio_adapter": {"path": adapter_dir, "fingerprint": fingerprint(adapter_dir)},
