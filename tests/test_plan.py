@@ -34,6 +34,34 @@ def shard_bytes(tree) -> int:
     return total
 
 
+def clip_features(c) -> dict:
+    """A decoded clip's features (zeros) at the config's video grid and fbank size."""
+    grid = video_grid(c)
+    return {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
+            "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
+            "fbank_mask": np.ones(c.data.audio_windows, bool),
+            "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
+
+
+def stage2_batch(c, seq_buckets, target_buckets) -> dict:
+    """A batch of one joint (AV) conversation, made by Stage 2's host code and collated by the
+    pipeline into the given buckets."""
+    from vaemotion_jax.data.pipeline import NOTES, collate
+    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
+    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
+    from vaemotion_jax.training import stage2
+    record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
+        {"role": "user", "content": "How does this feel?"},
+        {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
+    example = stage2.conversation_example(record, clip_features(c),
+                                          tokenizer_dir=default_tiny_tokenizer_dir(),
+                                          qwen=qwen_config.tiny(), joint_layout=c.joint_layout)
+    example.pop(NOTES)
+    return collate([example] * c.data.batch_size, c.data.batch_size,
+                   {"input_ids": seq_buckets, "position_ids": seq_buckets,
+                    **{k: target_buckets for k in stage2.TARGET_FIELDS}}, {})
+
+
 def real_batch(c, batch: int, **features) -> dict:
     """A Stage 1 batch made by the trainer's own host code (teacher_prompt_example, attach_responses)
     with the longest prompt and a response of max_response_tokens; `features` added to the
@@ -41,11 +69,7 @@ def real_batch(c, batch: int, **features) -> dict:
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
     from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     qwen = qwen_config.tiny()
-    grid = video_grid(c)
-    features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
-                "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
-                "fbank_mask": np.ones(c.data.audio_windows, bool),
-                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0, **features}
+    features = {**clip_features(c), **features}
     longest = max(c.prompts, key=len)
     examples = [stage1.teacher_prompt_example(Record(id=f"clip{i}"), features,
                                       tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
@@ -82,29 +106,12 @@ def test_stage2_abstract_batch_is_the_trainers_batch():
     """A joint (AV) conversation collated by the pipeline has the planner's shapes when its
     text is as long as the planner assumes; the step traces on the abstract arguments."""
     from vaemotion_jax.configs import stage2 as module
-    from vaemotion_jax.data.pipeline import NOTES, collate
-    from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.training import stage2
     c = check(module.get_config())
     mesh = sharding.make_mesh((1, 2, 1))
     with jax.set_mesh(mesh):
         program = plan.stage2_program(c, mesh, plan.Options())
-    qwen, grid = qwen_config.tiny(), video_grid(c)
-    features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
-                "fbank": np.zeros((c.data.audio_windows, c.data.audio_max_length, 128), np.float32),
-                "fbank_mask": np.ones(c.data.audio_windows, bool),
-                "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
-    record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
-        {"role": "user", "content": "How does this feel?"},
-        {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
-    example = stage2.conversation_example(record, features,
-                                          tokenizer_dir=default_tiny_tokenizer_dir(), qwen=qwen,
-                                          joint_layout=c.joint_layout)
-    example.pop(NOTES)
-    real = collate([example] * c.data.batch_size, c.data.batch_size,
-                   {"input_ids": c.data.seq_buckets, "position_ids": c.data.seq_buckets,
-                    **{k: c.data.target_buckets for k in stage2.TARGET_FIELDS}}, {})
+    real = stage2_batch(c, c.data.seq_buckets, c.data.target_buckets)
     assert real["input_ids"].shape[1] <= program.seq_len
     state, frozen, batch = program.args
     assert set(batch) == set(real)
@@ -395,12 +402,10 @@ def test_planner_compiles_the_stage2_trainers_step(tmp_path):
     the same StableHLO as the planner's abstract program."""
     from stage1_assets import make_assets
     from vaemotion_jax.configs import stage2 as module
-    from vaemotion_jax.data.pipeline import NOTES, collate
     from vaemotion_jax.embedded.assets import Assets
-    from vaemotion_jax.embedded.tokenizer import default_tiny_tokenizer_dir
     from vaemotion_jax.models import ast as ast_lib
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.training import loop, program, stage2, weights
+    from vaemotion_jax.training import loop, program, weights
     from vaemotion_jax.training.stage1_run import adapter_config
     from vaemotion_jax.training.stage2_run import build
     from vaemotion_jax.training.state import create_state, split_params
@@ -409,7 +414,7 @@ def test_planner_compiles_the_stage2_trainers_step(tmp_path):
         "backbone_path": assets["backbone"], "audio_encoder_path": assets["audio"],
         "data.audio_max_length": 300, "mesh": (2, 2, 2)}))
     mesh = sharding.make_mesh(tuple(c.mesh))
-    qwen, grid = qwen_config.tiny(), video_grid(c)
+    qwen = qwen_config.tiny()
     adapter_dir = str(tmp_path / "adapter")
     ast = ast_lib.tiny().replace(max_length=300)
     adapter = adapter_config(c, qwen)
@@ -424,20 +429,7 @@ def test_planner_compiles_the_stage2_trainers_step(tmp_path):
         state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
         planned = plan.stage2_program(c, mesh, plan.Options())
         target = planned.shapes["target_ids"][1]
-        features = {"pixel_values_videos": np.zeros((int(np.prod(grid)), 1176), np.float32),
-                    "fbank": np.zeros((c.data.audio_windows, 300, 128), np.float32),
-                    "fbank_mask": np.ones(c.data.audio_windows, bool),
-                    "video_grid_thw": np.asarray(grid), "second_per_grid_ts": 1.0}
-        record = Record(id="clip0", modality="av", labels={"av": [0.5, -0.2]}, conversations=[
-            {"role": "user", "content": "How does this feel?"},
-            {"role": "assistant", "content": "Calm and warm, with a slow melody."}])
-        example = stage2.conversation_example(record, features,
-                                              tokenizer_dir=default_tiny_tokenizer_dir(),
-                                              qwen=qwen, joint_layout=c.joint_layout)
-        example.pop(NOTES)
-        real = collate([example] * c.data.batch_size, c.data.batch_size,
-                       {"input_ids": (planned.seq_len,), "position_ids": (planned.seq_len,),
-                        **{k: (target,) for k in stage2.TARGET_FIELDS}}, {})
+        real = stage2_batch(c, (planned.seq_len,), (target,))
         batch = loop.global_batch(real, mesh, loop.token_pad_values(qwen_model.config))
         trainer = program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch)
         planner = planned.jitted.lower(*planned.args)
