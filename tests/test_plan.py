@@ -369,15 +369,25 @@ def test_planner_and_trainer_shard_the_same_state(tmp_path):
     assert any(not y.sharding.is_fully_replicated for y in abstract)  # FSDP/tensor split some
 
 
+def trainer_step_text(c, model, params, host_batch, qwen, mesh) -> str:
+    """StableHLO of the step as a run makes it: its state from `params`, jitted by
+    `program.jit_step`, lowered on the host batch placed by `loop.global_batch`."""
+    from vaemotion_jax.training import loop, program
+    from vaemotion_jax.training.state import create_state, split_params
+    parts = program.stage_parts(c, model)
+    trainable, frozen = split_params(params, parts.trainable)
+    state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
+    batch = loop.global_batch(host_batch, mesh, loop.token_pad_values(qwen))
+    return program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch).as_text()
+
+
 def test_planner_compiles_the_trainers_step(tmp_path):
     """The step the planner lowers from shapes alone is, op for op, the one the trainer lowers
     from its loaded weights and a batch made by its own host code (same StableHLO text, so the
     same shardings, donation and program)."""
     from stage1_assets import make_assets, settings
     from vaemotion_jax.embedded.assets import Assets
-    from vaemotion_jax.training import loop, program
     from vaemotion_jax.training.stage1_run import build
-    from vaemotion_jax.training.state import create_state, split_params
     assets = make_assets(str(tmp_path))
     c = tiny(**settings(assets, str(tmp_path / "run")), mesh=(2, 2, 2))
     mesh = sharding.make_mesh(tuple(c.mesh))
@@ -385,38 +395,33 @@ def test_planner_compiles_the_trainers_step(tmp_path):
         model, qwen_model, params, _ = build(c, Assets(
             world_dir=assets["world"], tokenizer_dir="", backbone_path=assets["backbone"],
             audio_encoder_path=assets["audio"]), mesh)
-        parts = program.stage_parts(c, model)
-        trainable, frozen = split_params(params, parts.trainable)
-        state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
-        batch = loop.global_batch(real_batch(c, c.data.batch_size), mesh,
-                                  loop.token_pad_values(qwen_model.config))
-        trainer = program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch)
+        trainer = trainer_step_text(c, model, params, real_batch(c, c.data.batch_size),
+                                    qwen_model.config, mesh)
         planned = plan.stage1_program(c, mesh, plan.Options())
         planner = planned.jitted.lower(*planned.args)
-    assert trainer.as_text() == planner.as_text()
+    assert trainer == planner.as_text()
 
 
 def test_planner_compiles_the_stage2_trainers_step(tmp_path):
     """Stage 2 likewise: the trainer's `build` (frozen weights with fresh LoRA, the Stage 1
     adapter from disk, a new EmoAdapter) and a conversation batch collated by the pipeline give
     the same StableHLO as the planner's abstract program."""
-    from stage1_assets import make_assets
+    from stage1_assets import AUDIO_FRAMES, make_assets
     from vaemotion_jax.configs import stage2 as module
     from vaemotion_jax.embedded.assets import Assets
     from vaemotion_jax.models import ast as ast_lib
     from vaemotion_jax.models.qwen2_5_vl import config as qwen_config
-    from vaemotion_jax.training import loop, program, weights
+    from vaemotion_jax.training import weights
     from vaemotion_jax.training.stage1_run import adapter_config
     from vaemotion_jax.training.stage2_run import build
-    from vaemotion_jax.training.state import create_state, split_params
     assets = make_assets(str(tmp_path))
     c = check(common.override(module.get_config(), {
         "backbone_path": assets["backbone"], "audio_encoder_path": assets["audio"],
-        "data.audio_max_length": 300, "mesh": (2, 2, 2)}))
+        "data.audio_max_length": AUDIO_FRAMES, "mesh": (2, 2, 2)}))
     mesh = sharding.make_mesh(tuple(c.mesh))
     qwen = qwen_config.tiny()
     adapter_dir = str(tmp_path / "adapter")
-    ast = ast_lib.tiny().replace(max_length=300)
+    ast = ast_lib.tiny().replace(max_length=AUDIO_FRAMES)
     adapter = adapter_config(c, qwen)
     with jax.set_mesh(mesh):
         weights.export_adapter(weights.init_adapter(adapter, ast, mesh, jax.random.key(3)),
@@ -424,13 +429,8 @@ def test_planner_compiles_the_stage2_trainers_step(tmp_path):
         model, qwen_model, _, params = build(c, Assets(
             world_dir="", tokenizer_dir="", backbone_path=assets["backbone"],
             audio_encoder_path=assets["audio"]), adapter_dir, mesh)
-        parts = program.stage_parts(c, model)
-        trainable, frozen = split_params(params, parts.trainable)
-        state = create_state(trainable, parts.tx, jax.random.key_data(jax.random.key(c.seed)))
         planned = plan.stage2_program(c, mesh, plan.Options())
-        target = planned.shapes["target_ids"][1]
-        real = stage2_batch(c, (planned.seq_len,), (target,))
-        batch = loop.global_batch(real, mesh, loop.token_pad_values(qwen_model.config))
-        trainer = program.jit_step(parts.step, state, frozen, mesh).lower(state, frozen, batch)
+        real = stage2_batch(c, (planned.seq_len,), (planned.shapes["target_ids"][1],))
+        trainer = trainer_step_text(c, model, params, real, qwen_model.config, mesh)
         planner = planned.jitted.lower(*planned.args)
-    assert trainer.as_text() == planner.as_text()
+    assert trainer == planner.as_text()
