@@ -1,17 +1,22 @@
 """How fast the tiny LLM learns to bind a multiple-choice option to its letter (in-context
 retrieval), the step the embedded backbone lacks for the benchmark (README, Known limits).
 
-    python benchmarks/bench_letter_binding.py [--style named|tight|copy] [--steps 1500]
+    python benchmarks/bench_letter_binding.py [--style named|tight|copy|all] [--steps 1500]
         [--batch-size 128] [--lr 3e-3] [--heads 4 --kv-heads 2] [--init BACKBONE_DIR]
+        [--init-scale 1] [--prompt-loss]
 
 Each drill is four one-word options in the benchmark's "X. option" lines and a reply naming one
 of them: "It is <option> (<letter>)" (`named`, the backbone's answer style) or
-"It is <option>(<letter>)" (`tight`: the option one token before the letter). `copy` is the
-control: a random six-word list, then the same list again (a plain induction task). Every 100
+"It is <option>(<letter>)" (`tight`: the option one token before the letter), or all four in a
+random order, "It is <option> (<letter>), <option> (<letter>), ..." (`all`: four bindings per
+drill; the first is scored, before elimination helps). `copy` is the control: a random six-word
+list, then the same list again (a fixed-offset copy, which a positional head solves). Every 100
 steps it prints the teacher-forced accuracy on 512 held-out drills: of the letter, or of the
 copied words after the first. The model is the tiny preset's LLM (random, or a trained
 backbone's with `--init`), text only, trained with AdamW (warmup 50, cosine) on these drills
-alone. Output: one line per 100 steps (style, step, loss, accuracy, seconds).
+alone, on the reply's tokens (`--prompt-loss`: on the option lines too, as pretraining on text
+would: predicting each line's letter needs the previous line's, the feature binding reads).
+Output: one line per 100 steps (style, step, loss, accuracy, seconds).
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ import optax
 from flax import linen as nn
 
 LETTERS = "ABCD"
-SEQ_BUCKETS, TARGET_BUCKETS = (32, 48, 64), (8, 16)
+WARMUP = 50
+SEQ_BUCKETS, TARGET_BUCKETS = (32, 48, 64), (8, 16, 32, 48, 64)
 
 
 def vocabulary() -> list[str]:
@@ -45,15 +51,19 @@ def drill(rng: np.random.Generator, style: str, words: list[str]) -> tuple[str, 
     options = list(rng.choice(words, 4, replace=False))
     k = int(rng.integers(4))
     lines = "\n".join(f"{letter}. {o}" for letter, o in zip(LETTERS, options))
+    if style == "all":
+        order = rng.permutation(4)
+        return lines + "\n", "It is " + ", ".join(f"{options[j]} ({LETTERS[j]})" for j in order)
     gap = " " if style == "named" else ""
     return lines + "\n", f"It is {options[k]}{gap}({LETTERS[k]})"
 
 
-def encode(tok, prompt: str, reply: str) -> dict:
-    """Token ids, 1-D positions (as M-RoPE's three equal rows) and every reply token a target."""
+def encode(tok, prompt: str, reply: str, prompt_loss: bool = False) -> dict:
+    """Token ids, 1-D positions (as M-RoPE's three equal rows) and every reply token a target
+    (every token after the first with `prompt_loss`)."""
     p, a = tok.encode(prompt), tok.encode(reply)
     ids = np.asarray(p + a, np.int32)
-    t = np.arange(len(p), len(ids))
+    t = np.arange(1 if prompt_loss else len(p), len(ids))
     return {"input_ids": ids,
             "position_ids": np.repeat(np.arange(len(ids))[:, None], 3, 1).astype(np.int32),
             "target_index": (t - 1).astype(np.int32), "target_ids": ids[t]}
@@ -63,12 +73,13 @@ def scored(target_ids: np.ndarray, mask: np.ndarray, style: str, letters: set[in
     """Target positions that count: the letter, or the copied words after the first."""
     if style == "copy":
         return [j for j in range(1, len(target_ids)) if mask[j]]
-    return [j for j in range(len(target_ids)) if mask[j] and target_ids[j] in letters][-1:]
+    hits = [j for j in range(len(target_ids)) if mask[j] and target_ids[j] in letters]
+    return hits[:1] if style == "all" else hits[-1:]   # "all": the first, before any elimination
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--style", choices=("named", "tight", "copy"), default="named")
+    p.add_argument("--style", choices=("named", "tight", "copy", "all"), default="named")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -76,7 +87,13 @@ def main(argv=None) -> None:
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--init", default="", help="a trained backbone dir to start from")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt-loss", action="store_true",
+                   help="train on the prompt's tokens too (the option lines), as pretraining does")
+    p.add_argument("--init-scale", type=float, default=1.0,
+                   help="multiply a random model's matrices (std 0.02) by this")
     args = p.parse_args(argv)
+    if args.steps <= WARMUP:
+        p.error(f"--steps must exceed the {WARMUP} warm-up steps, got {args.steps}")
 
     from vaemotion_jax.checkpoints.qwen2_5_vl import load_qwen2_5_vl
     from vaemotion_jax.embedded.backbone import lm_loss, pad_chats
@@ -100,12 +117,13 @@ def main(argv=None) -> None:
                 qwen.text, num_heads=args.heads, num_kv_heads=args.kv_heads,
                 mrope_section=(t, (half - t) // 2, half - t - (half - t) // 2)))
         params = nn.meta.unbox(init_params(qwen, jax.random.key(args.seed)))
+        params = jax.tree.map(lambda w: w * args.init_scale if w.ndim >= 2 else w, params)
     params = {k: v for k, v in params.items() if k != "visual"}
     model = Qwen2_5_VL(qwen)
     words = vocabulary()
     letters = {tok.encode(k)[0] for k in LETTERS}
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(optax.warmup_cosine_decay_schedule(
-        0.0, args.lr, 50, args.steps, args.lr * 0.05)))
+        0.0, args.lr, WARMUP, args.steps, args.lr * 0.05)))
     opt = tx.init(params)
 
     @jax.jit
@@ -142,7 +160,7 @@ def main(argv=None) -> None:
           f"{qwen.text.num_kv_heads}, {'from ' + args.init if args.init else 'random init'}",
           flush=True)
     for i in range(args.steps):
-        batch = pad_chats([encode(tok, *drill(rng, args.style, words))
+        batch = pad_chats([encode(tok, *drill(rng, args.style, words), args.prompt_loss)
                            for _ in range(args.batch_size)],
                           qwen.pad_token_id, SEQ_BUCKETS, TARGET_BUCKETS)
         params, opt, loss = step(params, opt, batch)

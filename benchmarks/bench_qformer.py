@@ -1,7 +1,8 @@
 """AcoustEmo's Table 2 on the embedded default: the audio adapters side by side on the utterance
 world (embedded/synth/utterances.py), where a brief cue inside one utterance decides the emotion.
 
-    python benchmarks/bench_qformer.py [--steps 800] [--seeds 0,1,2] [--clips 600]
+    python benchmarks/bench_qformer.py [--steps 800] [--seeds 0,1,2] [--clips 2400]
+        [--readout mean|attention]
 
 Rows: the paper's MLP adapter, the Q-Former with the global Q-Former only, with fixed 2 s
 windows, and with the utterance windows (the manifest's timestamps), each with the global
@@ -11,8 +12,10 @@ Each is trained the same way (training/audio_va.py: frozen tiny AST -> adapter -
 Supervisor, V-A MSE, same steps, batch, rate and data) on the world's training clips for each
 seed (the seed sets initialisation and batch order; the world is fixed) and read out on its
 held-out clips: the emotion word of the predicted V-A against the label's, and the V-A CCC, as
-mean +- spread (sample std over seeds). The AST is the embedded default's (pretrained on the
-main world's sounds, frozen; built in the cache if missing). The last line checks the target:
+mean +- spread (sample std over seeds). `--readout attention` puts a learned attention pool
+(training/audio_va.py) between the adapter and the Supervisor, for every row. The AST is the
+embedded default's (pretrained on the main world's sounds, frozen; built in the cache if
+missing). The last line checks the target:
 utterance windows beat global-only by more than twice the larger seed spread of the two rows.
 """
 from __future__ import annotations
@@ -109,15 +112,19 @@ def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
 
 
 def main(argv=None) -> list[str]:
+    from vaemotion_jax.training import audio_va
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--clips", type=int, default=600, help="clips in the utterance world")
+    p.add_argument("--clips", type=int, default=2400, help="clips in the utterance world")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--world-dir", default="", help="an utterance world ('' = the cached default)")
     p.add_argument("--audio-encoder", default="", help="AST dir ('' = the embedded default's)")
     p.add_argument("--rows", default="", help="row names separated by ';' ('' = all): "
                    + "; ".join(VARIANTS))
+    p.add_argument("--readout", choices=audio_va.READOUTS, default="mean",
+                   help="how the Supervisor reads the adapter's tokens (training/audio_va.py)")
     p.add_argument("--out", default="runs/bench_qformer.json")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(";")] if args.rows else list(VARIANTS)
@@ -131,7 +138,6 @@ def main(argv=None) -> list[str]:
     from vaemotion_jax.embedded.synth.utterances import (UtteranceWorldConfig,
                                                      default_utterance_world_dir)
     from vaemotion_jax.data.utterances import utterance_spec
-    from vaemotion_jax.training import audio_va
 
     started = time.time()
     world = args.world_dir or default_utterance_world_dir(
@@ -158,7 +164,7 @@ def main(argv=None) -> list[str]:
         for s in splits:
             if s not in features:
                 features[s] = audio_va.ast_features(ast, ast_params, clips[s]["fbank"])
-        model = audio_va.AudioEmotion(adapter, *features["train"].shape[1:], hidden)
+        model = audio_va.AudioEmotion(adapter, *features["train"].shape[1:], hidden, args.readout)
         for seed in seeds:
             params = audio_va.train(model, features["train"], clips["train"]["labels"],
                                     clips["train"].get("utterance_mask"), steps=args.steps,

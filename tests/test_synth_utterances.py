@@ -127,3 +127,24 @@ def test_bench_qformer_runs_end_to_end(world, tmp_path):
     runs = json.load(open(out))["runs"]
     assert {k: len(v) for k, v in runs.items()} == {k: 2 for k in bench.VARIANTS}
     assert all(0 <= r["accuracy"] <= 1 for v in runs.values() for r in v)
+
+
+def test_audio_emotion_readouts():
+    """Both readouts give V-A in (-1, 1) from the same adapter; the attention pool starts near
+    the mean (its output projection is small) but is a different function; a wrong name is
+    an error naming the choices."""
+    from vaemotion_jax.models.adapters import AudioAdapterConfig
+    from vaemotion_jax.training.audio_va import AudioEmotion
+
+    adapter = AudioAdapterConfig(num_tokens=6, out_dim=16)
+    x = jax.random.normal(jax.random.key(0), (3, 10, 8))
+    out = {}
+    for readout in ("mean", "attention"):
+        model = AudioEmotion(adapter, 10, 8, 12, readout)
+        params = model.init(jax.random.key(1), x)["params"]
+        out[readout] = np.asarray(model.apply({"params": params}, x))
+        assert out[readout].shape == (3, 2) and np.all(np.abs(out[readout]) < 1)
+    assert "AttentionPool_0" in params
+    assert not np.allclose(out["mean"], out["attention"])
+    with pytest.raises(ValueError, match="readout 'max' not one of"):
+        AudioEmotion(adapter, 10, 8, 12, "max").init(jax.random.key(1), x)

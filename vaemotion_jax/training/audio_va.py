@@ -6,7 +6,8 @@ embedded/synth/utterances.py). There is no LLM: the Supervisor (eqs. 3-4: the me
 tokens -> (valence, arousal)) is the only head, so adapters trained with the same data, steps and
 rate differ only in what their tokens keep of the clip. The read-out is the emotion word of the
 predicted V-A (synth.emotion_word: the quadrant, or neutral near the origin) against the label's,
-and the V-A CCC.
+and the V-A CCC. `readout="attention"` (AttentionPool) lets a learned query pick tokens before
+the Supervisor, a one-layer stand-in for the LLM's attention over the adapter's tokens.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from vaemotion_jax.embedded.synth import emotion_word
 from vaemotion_jax.data.utterances import UtteranceSpec
 from vaemotion_jax.models.adapters import AudioAdapterConfig, make_audio_adapter
 from vaemotion_jax.models.emotion import EmotionSupervisor
+from vaemotion_jax.models.layers import Dense, attention
 from vaemotion_jax.training.stage2 import ccc
 
 
@@ -56,18 +58,49 @@ def ast_features(model: nn.Module, params: Any, fbank: np.ndarray, batch: int = 
                            for i in range(0, len(fbank), batch)])
 
 
+READOUTS = ("mean", "attention")
+
+
+class AttentionPool(nn.Module):
+    """A learned query attends over tokens (B, L, D) -> (B, 1, D): a one-layer stand-in for
+    the LLM reading the adapter's tokens (it can pick out the tokens that hold a cue, where a
+    mean dilutes them)."""
+    heads: int = 4
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        b, _, d = tokens.shape
+        h = nn.LayerNorm(name="norm", scale_init=nn.with_logical_partitioning(
+            nn.initializers.ones, ("norm",)), bias_init=nn.with_logical_partitioning(
+            nn.initializers.zeros, ("norm",)))(tokens)
+        q = self.param("query", nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), (None, "heads", "head_dim")),
+            (1, self.heads, d // self.heads))
+        k = Dense(d, ("embed", "heads"), name="k")(h).reshape(b, -1, self.heads, d // self.heads)
+        v = Dense(d, ("embed", "heads"), name="v")(h).reshape(b, -1, self.heads, d // self.heads)
+        out = attention(jnp.broadcast_to(q, (b, 1, self.heads, d // self.heads)), k, v, None)
+        return tokens.mean(1, keepdims=True) + Dense(d, ("heads", "embed"), name="o")(
+            out.reshape(b, 1, d))
+
+
 class AudioEmotion(nn.Module):
     """Features (B, T_a, d_a) [+ utterance_mask (B, N_max, T_a)] -> audio adapter tokens
-    (B, L_v, d_v) -> Emotion Supervisor -> (B, 2) V-A in (-1, 1)."""
+    (B, L_v, d_v) -> readout -> Emotion Supervisor -> (B, 2) V-A in (-1, 1). Readout "mean":
+    the Supervisor's own mean (eq. 3); "attention": `AttentionPool` first."""
     adapter: AudioAdapterConfig
     in_tokens: int
     in_dim: int
     supervisor_hidden: int
+    readout: str = "mean"
 
     @nn.compact
     def __call__(self, features: jax.Array, utterance_mask: jax.Array | None = None) -> jax.Array:
         tokens = make_audio_adapter(self.adapter, self.in_tokens, self.in_dim)(features,
                                                                                utterance_mask)
+        if self.readout == "attention":
+            tokens = AttentionPool()(tokens)
+        elif self.readout != "mean":
+            raise ValueError(f"readout {self.readout!r} not one of {list(READOUTS)}")
         return EmotionSupervisor(self.adapter.out_dim, self.supervisor_hidden)(tokens)
 
 
