@@ -107,6 +107,8 @@ def main(argv=None) -> None:
     if args.init:
         if (args.heads, args.kv_heads) != (qwen.text.num_heads, qwen.text.num_kv_heads):
             p.error("--heads / --kv-heads change a random model only, not --init's")
+        if args.init_scale != 1.0:
+            p.error("--init-scale scales a random model only, not --init's")
         loaded, params = load_qwen2_5_vl(args.init)
         qwen = loaded.config
     else:

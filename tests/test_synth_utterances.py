@@ -130,9 +130,8 @@ def test_bench_qformer_runs_end_to_end(world, tmp_path):
 
 
 def test_audio_emotion_readouts():
-    """Both readouts give V-A in (-1, 1) from the same adapter; the attention pool starts near
-    the mean (its output projection is small) but is a different function; a wrong name is
-    an error naming the choices."""
+    """Both readouts give V-A in (-1, 1) from the same adapter; the attention pool is a
+    different function of the tokens; a wrong name is an error naming the choices."""
     from vaemotion_jax.models.adapters import AudioAdapterConfig
     from vaemotion_jax.training.audio_va import AudioEmotion
 

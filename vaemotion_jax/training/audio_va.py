@@ -70,15 +70,15 @@ class AttentionPool(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         b, _, d = tokens.shape
+        heads = (self.heads, d // self.heads)
         h = nn.LayerNorm(name="norm", scale_init=nn.with_logical_partitioning(
             nn.initializers.ones, ("norm",)), bias_init=nn.with_logical_partitioning(
             nn.initializers.zeros, ("norm",)))(tokens)
         q = self.param("query", nn.with_logical_partitioning(
-            nn.initializers.normal(0.02), (None, "heads", "head_dim")),
-            (1, self.heads, d // self.heads))
-        k = Dense(d, ("embed", "heads"), name="k")(h).reshape(b, -1, self.heads, d // self.heads)
-        v = Dense(d, ("embed", "heads"), name="v")(h).reshape(b, -1, self.heads, d // self.heads)
-        out = attention(jnp.broadcast_to(q, (b, 1, self.heads, d // self.heads)), k, v, None)
+            nn.initializers.normal(0.02), (None, "heads", "head_dim")), (1, *heads))
+        k = Dense(d, ("embed", "heads"), name="k")(h).reshape(b, -1, *heads)
+        v = Dense(d, ("embed", "heads"), name="v")(h).reshape(b, -1, *heads)
+        out = attention(jnp.broadcast_to(q, (b, 1, *heads)), k, v, None)   # (B, 1, H, D/H)
         return tokens.mean(1, keepdims=True) + Dense(d, ("heads", "embed"), name="o")(
             out.reshape(b, 1, d))
 
