@@ -1,16 +1,19 @@
 """How fast the tiny LLM learns to bind a multiple-choice option to its letter (in-context
 retrieval), the step the embedded backbone lacks for the benchmark (README, Known limits).
 
-    python benchmarks/bench_letter_binding.py [--style named|tight|copy|all] [--steps 1500]
+    python benchmarks/bench_letter_binding.py [--style named|tight|copy|repeat|all] [--steps 1500]
         [--batch-size 128] [--lr 3e-3] [--heads 4 --kv-heads 2] [--init BACKBONE_DIR]
-        [--init-scale 1] [--prompt-loss]
+        [--init-scale 1] [--prompt-loss] [--aux repeat --aux-share 0.5]
 
 Each drill is four one-word options in the benchmark's "X. option" lines and a reply naming one
 of them: "It is <option> (<letter>)" (`named`, the backbone's answer style) or
 "It is <option>(<letter>)" (`tight`: the option one token before the letter), or all four in a
 random order, "It is <option> (<letter>), <option> (<letter>), ..." (`all`: four bindings per
 drill; the first is scored, before elimination helps). `copy` is the control: a random six-word
-list, then the same list again (a fixed-offset copy, which a positional head solves). Every 100
+list, then the same list again (a fixed-offset copy, which a positional head solves); `repeat`
+the same with 4-10 words (the offset varies: an induction head's task, every copied word a
+target). `--aux STYLE` mixes a second style into every batch (`--aux-share` of it), e.g.
+`--aux repeat` to see whether dense induction drills shorten the binding's plateau. Every 100
 steps it prints the teacher-forced accuracy on 512 held-out drills: of the letter, or of the
 copied words after the first. The model is the tiny preset's LLM (random, or a trained
 backbone's with `--init`), text only, trained with AdamW (warmup 50, cosine) on these drills
@@ -31,6 +34,7 @@ import optax
 from flax import linen as nn
 
 LETTERS = "ABCD"
+STYLES = ("named", "tight", "copy", "repeat", "all")
 WARMUP = 50
 SEQ_BUCKETS, TARGET_BUCKETS = (32, 48, 64), (8, 16, 32, 48, 64)
 
@@ -45,8 +49,8 @@ def vocabulary() -> list[str]:
 
 def drill(rng: np.random.Generator, style: str, words: list[str]) -> tuple[str, str]:
     """(prompt, reply) of one drill."""
-    if style == "copy":
-        listed = " ".join(rng.choice(words, 6))
+    if style in ("copy", "repeat"):
+        listed = " ".join(rng.choice(words, 6 if style == "copy" else int(rng.integers(4, 11))))
         return listed + "\n", listed
     options = list(rng.choice(words, 4, replace=False))
     k = int(rng.integers(4))
@@ -71,7 +75,7 @@ def encode(tok, prompt: str, reply: str, prompt_loss: bool = False) -> dict:
 
 def scored(target_ids: np.ndarray, mask: np.ndarray, style: str, letters: set[int]) -> list[int]:
     """Target positions that count: the letter, or the copied words after the first."""
-    if style == "copy":
+    if style in ("copy", "repeat"):
         return [j for j in range(1, len(target_ids)) if mask[j]]
     hits = [j for j in range(len(target_ids)) if mask[j] and target_ids[j] in letters]
     return hits[:1] if style == "all" else hits[-1:]   # "all": the first, before any elimination
@@ -79,7 +83,10 @@ def scored(target_ids: np.ndarray, mask: np.ndarray, style: str, letters: set[in
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--style", choices=("named", "tight", "copy", "all"), default="named")
+    p.add_argument("--style", choices=STYLES, default="named")
+    p.add_argument("--aux", choices=STYLES, default=None,
+                   help="a second drill style mixed into every batch (scored: --style only)")
+    p.add_argument("--aux-share", type=float, default=0.5, help="its share of each batch")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -162,8 +169,9 @@ def main(argv=None) -> None:
           f"{qwen.text.num_kv_heads}, {'from ' + args.init if args.init else 'random init'}",
           flush=True)
     for i in range(args.steps):
-        batch = pad_chats([encode(tok, *drill(rng, args.style, words), args.prompt_loss)
-                           for _ in range(args.batch_size)],
+        n_aux = int(round(args.aux_share * args.batch_size)) if args.aux else 0
+        styles = [args.style] * (args.batch_size - n_aux) + [args.aux] * n_aux
+        batch = pad_chats([encode(tok, *drill(rng, s, words), args.prompt_loss) for s in styles],
                           qwen.pad_token_id, SEQ_BUCKETS, TARGET_BUCKETS)
         params, opt, loss = step(params, opt, batch)
         if (i + 1) % 100 == 0:

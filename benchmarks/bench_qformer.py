@@ -1,22 +1,28 @@
 """AcoustEmo's Table 2 on the embedded default: the audio adapters side by side on the utterance
-world (embedded/synth/utterances.py), where a brief cue inside one utterance decides the emotion.
+world (embedded/synth/utterances.py), where a brief cue read with the register of the utterance
+it sits in decides the emotion.
 
     python benchmarks/bench_qformer.py [--steps 800] [--seeds 0,1,2] [--clips 2400]
-        [--readout mean|attention]
+        [--ast-layers 0] [--readout mean|attention]
 
 Rows: the paper's MLP adapter, the Q-Former with the global Q-Former only, with fixed 2 s
 windows, and with the utterance windows (the manifest's timestamps), each with the global
 Q-Former as in AcoustEmo's full model, and the utterance windows without the global Q-Former
 (AcoustEmo's "w/o Global Acoustic Q-Former"); `--rows` runs a subset (names separated by ";").
-Each is trained the same way (training/audio_va.py: frozen tiny AST -> adapter -> Emotion
+Each is trained the same way (training/audio_va.py: frozen AST features -> adapter -> Emotion
 Supervisor, V-A MSE, same steps, batch, rate and data) on the world's training clips for each
 seed (the seed sets initialisation and batch order; the world is fixed) and read out on its
 held-out clips: the emotion word of the predicted V-A against the label's, and the V-A CCC, as
 mean +- spread (sample std over seeds). `--readout attention` puts a learned attention pool
-(training/audio_va.py) between the adapter and the Supervisor, for every row. The AST is the
-embedded default's (pretrained on the main world's sounds, frozen; built in the cache if
-missing). The last line checks the target:
-utterance windows beat global-only by more than twice the larger seed spread of the two rows.
+(training/audio_va.py) between the adapter and the Supervisor, for every row.
+
+The features are frame-level, as AcoustEmo's windows assume: by default the patch embeddings of
+the embedded default's frozen tiny AST (`--ast-layers 0`: each patch heard alone, with its
+position), since the AST's self-attention layers spread every patch's context over the whole
+clip before any window can group it (`--ast-layers -1`: all of them; README has both). The AST
+is built in the cache if missing. The first line probes what the features hold; the last line
+checks the target: utterance windows beat global-only by more than twice the larger seed spread
+of the two rows.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import time
 
 import numpy as np
 
-COMMON = {"adapter.max_utterances": 4}   # the world has at most 4 utterances; 2 s windows: 2
+COMMON = {"adapter.max_utterances": 3}   # the world has at most 3 utterances; 2 s windows: 2
 VARIANTS = {  # row -> configs/stage1.py overrides
     "MLP adapter": {"adapter.kind": "mlp"},
     "Q-Former, global only": {"adapter.kind": "qformer", "adapter.utterance_qformer": False},
@@ -90,25 +96,42 @@ def default_encoder() -> str:
     return tiny_audio_encoder(default_world_dir(), PRESETS["tiny"]["audio_max_length"])
 
 
-def hearing(features: dict[str, np.ndarray], splits: dict, ast_config) -> str:
-    """Does the frozen AST hear the cue? Held-out accuracy of a linear probe of the cue (5
-    classes) on the AST features averaged over the cue span, its utterance, the whole clip."""
-    from vaemotion_jax.embedded.synth.utterances import CUES
+def first_layers(ast, params: dict, n: int):
+    """(model, params) of the AST cut after its first n layers (n < 0: unchanged)."""
+    import dataclasses
+
+    import jax
+
+    if n < 0:
+        return ast, params
+    if n > ast.config.num_layers:
+        raise SystemExit(f"--ast-layers {n}: the AST has {ast.config.num_layers} layers")
+    cut = dataclasses.replace(ast.config, num_layers=n)
+    return (ast.clone(config=cut),
+            {**params, "layers": jax.tree.map(lambda w: w[:n], params["layers"])})
+
+
+def hearing(features: dict[str, np.ndarray], splits: dict, ast_config, layers: str) -> str:
+    """What does the frozen AST hear? Held-out accuracy of a linear probe of the emotion word
+    (5 classes) on the AST features averaged over the cue span, its utterance, the whole clip.
+    The cue span alone tells the cue, not the register that decides the valence."""
     from vaemotion_jax.processing.fbank import FRAME_SHIFT, SAMPLE_RATE
     from vaemotion_jax.training.audio_va import linear_probe, span_features
 
     records = splits["train"] + splits["heldout"]
     x = np.concatenate([features["train"], features["heldout"]])
-    cues = np.array([list(CUES).index(r.meta["cue"]) for r in records])
+    words = sorted({r.meta["word"] for r in records})
+    classes = np.array([words.index(r.meta["word"]) for r in records])
     train = np.arange(len(records)) < len(splits["train"])
     spans = {"cue span": [r.meta["cue_span"] for r in records],
              "its utterance": [r.utterances[r.meta["cue_utterance"]] for r in records],
              "whole clip": [(0.0, ast_config.max_length * FRAME_SHIFT / SAMPLE_RATE)]
                            * len(records)}
-    probes = {k: linear_probe(span_features(x, v, ast_config), cues, train)
+    probes = {k: linear_probe(span_features(x, v, ast_config), classes, train)
               for k, v in spans.items()}
-    return ("frozen AST, linear probe of the cue (5 classes, held-out clips) on features averaged "
-            "over " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in probes.items()))
+    return (f"frozen AST ({layers}), linear probe of the emotion word ({len(words)} classes, "
+            "held-out clips) on features averaged over "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in probes.items()))
 
 
 def main(argv=None) -> list[str]:
@@ -123,6 +146,9 @@ def main(argv=None) -> list[str]:
     p.add_argument("--audio-encoder", default="", help="AST dir ('' = the embedded default's)")
     p.add_argument("--rows", default="", help="row names separated by ';' ('' = all): "
                    + "; ".join(VARIANTS))
+    p.add_argument("--ast-layers", type=int, default=0,
+                   help="features after the AST's first N layers (0: its patch embeddings, "
+                        "which hear each patch alone; -1: all layers)")
     p.add_argument("--readout", choices=audio_va.READOUTS, default="mean",
                    help="how the Supervisor reads the adapter's tokens (training/audio_va.py)")
     p.add_argument("--out", default="runs/bench_qformer.json")
@@ -150,7 +176,7 @@ def main(argv=None) -> list[str]:
         raise ValueError(f"{world}: needs train and heldout clips, got "
                          f"{ {s: len(r) for s, r in splits.items()} }")
     encoder = args.audio_encoder or default_encoder()
-    ast, ast_params = load_ast(encoder)
+    ast, ast_params = first_layers(*load_ast(encoder), args.ast_layers)
     media = MediaSpec(num_frames=1, audio_frames=ast.config.max_length)
     seeds = [int(s) for s in args.seeds.split(",")]
     data, features, results = {}, {}, {}
@@ -175,7 +201,10 @@ def main(argv=None) -> list[str]:
             results.setdefault(name, []).append({"seed": seed, **report})
             print(f"{name}, seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()),
                   flush=True)
-    lines = [hearing(features, splits, ast.config)]
+    layers = (f"all {ast.config.num_layers} layers" if args.ast_layers < 0
+              else f"first {args.ast_layers} of its layers" if args.ast_layers
+              else "patch embeddings")
+    lines = [hearing(features, splits, ast.config, layers)]
     words = [emotion_word(r.labels["a"]) for r in splits["heldout"]]
     chance = max(words.count(w) for w in set(words)) / len(words)
     lines += table(results, args.steps, seeds, chance)
@@ -186,6 +215,7 @@ def main(argv=None) -> list[str]:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump({"steps": args.steps, "seeds": seeds, "world": world, "encoder": encoder,
+                       "ast_layers": args.ast_layers,
                        "runs": results, "table": lines}, f, indent=2)
     return lines
 

@@ -51,31 +51,49 @@ def test_manifest_timestamps_are_valid_and_match_the_sound(world):
         assert rms(~inside & ~edges) < 0.01 * rms(inside & ~edges)
 
 
-def test_the_cue_lies_inside_its_utterance(world):
+def test_the_cue_and_its_twin_lie_inside_the_high_and_low_utterances_with_pauses(world):
     _, records = world
+    room = su.PAUSE_SECONDS + su.MARGIN_SECONDS
     for r in records:
         m = r.meta
-        (s, e), (a, b) = r.utterances[m["cue_utterance"]], m["cue_span"]
-        assert s + 0.05 - 1e-9 <= a and b <= e - 0.05 + 1e-9
-        assert b - a == pytest.approx(CFG.cue_seconds)
+        kinds = {m["registers"][m["cue_utterance"]], m["registers"][m["twin_utterance"]]}
+        assert kinds == {"high", "low"}
+        for k, (a, b) in ((m["cue_utterance"], m["cue_span"]),
+                          (m["twin_utterance"], m["twin_span"])):
+            s, e = r.utterances[k]
+            assert s + room - 1e-9 <= a and b <= e - room + 1e-9
+            assert b - a == pytest.approx(CFG.cue_seconds)
+    clip = su.sample_clips(CFG)[0]
+    sound = su.render_audio(clip, CFG)
+    for a, b in (clip.cue_span, clip.twin_span):
+        before = sound[int((a - su.PAUSE_SECONDS) * SR):int(a * SR)]
+        after = sound[int(b * SR):int((b + su.PAUSE_SECONDS) * SR)]
+        assert np.abs(before).max() == 0.0 and np.abs(after).max() == 0.0
 
 
-def test_labels_follow_the_cue_and_cues_are_balanced(world):
+def test_labels_bind_the_cue_to_its_utterance_and_words_are_balanced(world):
     out, records = world
-    cues = [r.meta["cue"] for r in records]
-    assert {c: cues.count(c) for c in su.CUES} == {c: 4 for c in su.CUES}
+    words = [r.meta["word"] for r in records]
+    assert {w: words.count(w) for w in set(words)} == {
+        w: 4 for w in ("neutral", "joyful", "tense", "sad", "calm")}
     for r in records:
-        assert r.labels == {"a": list(su.CUES[r.meta["cue"]])}
+        registers = r.meta["registers"]
+        assert sorted(registers)[:2] == ["high", "low"] and set(registers) <= {"high", "mid", "low"}
+        register = registers[r.meta["cue_utterance"]]
+        assert register in ("high", "low")
+        assert r.labels == {"a": list(su.LABELS[(r.meta["cue"], register)])}
         assert r.meta["word"] == emotion_word(r.labels["a"])
-    words = {emotion_word(v) for v in su.CUES.values()}
-    assert words == {"neutral", "joyful", "tense", "sad", "calm"}
-    assert json.load(open(os.path.join(out, "world.json")))["cues"]["tremor"]["word"] == "tense"
+    labels = json.load(open(os.path.join(out, "world.json")))["labels"]
+    assert labels["tremor in the low utterance"]["word"] == "tense"
+    assert labels["chime in the high utterance"]["word"] == "calm"
 
 
-def test_only_the_cue_span_depends_on_the_cue():
+def test_only_the_cue_span_depends_on_the_cue_and_not_on_its_register():
     """Same clip with each cue: the sound outside the cue span is the same (up to the peak
-    normalisation's scale); inside, leap / drop move the note an octave up / down."""
-    base = su.sample_clips(CFG)[0]
+    normalisation's scale). The cue sits at the key's tonic whatever its utterance's register,
+    while the high utterance's notes are two octaves above the low one's."""
+    plain = su.sample_clips(dataclasses.replace(CFG, num_clips=40))
+    base = next(c for c in plain if c.timbre == "sine")
     sound = {c: su.render_audio(dataclasses.replace(base, cue=c), CFG) for c in su.CUES}
     a, b = (int(round(t * SR)) for t in base.cue_span)
     outside = np.r_[0:a, b:len(sound["none"])]
@@ -84,13 +102,25 @@ def test_only_the_cue_span_depends_on_the_cue():
         if c != "none":
             assert not np.allclose(wave[a:b] / np.abs(wave).max(),
                                    sound["none"][a:b] / np.abs(sound["none"]).max(), atol=0.05)
-    plain = su.sample_clips(dataclasses.replace(CFG, num_clips=40))
-    sine = next(c for c in plain if c.timbre == "sine")
-    f = {c: dominant_frequency(su.render_audio(dataclasses.replace(sine, cue=c), CFG)
-                               [int(sine.cue_span[0] * SR):int(sine.cue_span[1] * SR)], SR)
-         for c in ("none", "leap", "drop")}
-    assert f["leap"] == pytest.approx(2 * f["none"], rel=0.05)
-    assert f["drop"] == pytest.approx(f["none"] / 2, rel=0.05)
+    assert dominant_frequency(sound["none"][a:b], SR) == pytest.approx(base.tonic_hz, rel=0.05)
+    a2, b2 = (int(round(t * SR)) for t in base.twin_span)       # the twin: the same plain note
+    assert dominant_frequency(sound["tremor"][a2:b2], SR) == pytest.approx(base.tonic_hz, rel=0.05)
+    flipped = dataclasses.replace(base, registers=tuple(
+        {"high": "low", "low": "high"}.get(r, r) for r in base.registers))
+    assert flipped.label[0] == -base.label[0]
+    wave = su.render_audio(flipped, CFG)
+    assert np.corrcoef(wave[a:b], sound[base.cue][a:b])[0, 1] > 0.9999
+    middle = {}
+    for register in ("high", "low"):
+        s, e = base.utterances[base.registers.index(register)]
+        a, b = base.cue_span if register == base.registers[base.cue_utterance] else base.twin_span
+        s, e = max([(s, a - su.PAUSE_SECONDS), (b + su.PAUSE_SECONDS, e)],
+                   key=lambda x: x[1] - x[0])          # the longer run of the phrase's notes
+        middle[register] = dominant_frequency(sound["none"][int(s * SR):int(e * SR)], SR)
+    top = 2 ** (max(su.PHRASE_DEGREES) / 12)          # the notes lie on the register's degrees
+    for register, f in middle.items():
+        factor = su.REGISTERS[register] * base.tonic_hz
+        assert 0.95 * factor < f < 1.05 * top * factor, register
 
 
 def test_generation_is_deterministic(tmp_path):
@@ -127,6 +157,13 @@ def test_bench_qformer_runs_end_to_end(world, tmp_path):
     runs = json.load(open(out))["runs"]
     assert {k: len(v) for k, v in runs.items()} == {k: 2 for k in bench.VARIANTS}
     assert all(0 <= r["accuracy"] <= 1 for v in runs.values() for r in v)
+    assert lines[0].startswith("frozen AST (patch embeddings)")
+    lines = bench.main(["--world-dir", world[0], "--audio-encoder", encoder, "--steps", "2",
+                        "--seeds", "0", "--batch-size", "4", "--rows", "MLP adapter",
+                        "--ast-layers", "-1", "--out", ""])
+    assert lines[0].startswith("frozen AST (all 2 layers)")
+    with pytest.raises(SystemExit, match="the AST has 2 layers"):
+        bench.main(["--world-dir", world[0], "--audio-encoder", encoder, "--ast-layers", "3"])
 
 
 def test_audio_emotion_readouts():

@@ -1,26 +1,37 @@
 """A synthetic world that needs utterance windows (AcoustEmo's Table 2 on the embedded default).
 
-Each clip is a few "utterances" (short neutral melodic phrases) with silences between them, and
-the manifest gives their timestamps (`utterances`). Inside one utterance a brief cue (0.3 s)
-decides the clip's emotion; everything else in the clip is neutral:
+Each clip is 2-3 "utterances" (short neutral melodic phrases, each in its own register: one high,
+one low, any other in the middle) with silences between them, and the manifest gives their
+timestamps (`utterances`). Inside the high or the low utterance, set off by short pauses, sits a
+brief cue (0.3 s, always at the clip's middle pitch); the other of the two holds its twin, a
+plain note at the same pitch set off the same way. The cue says how intense the clip is; the
+register of the utterance it sits in says which way:
 
-  cue      what it sounds like (inside one utterance)                       label (v, a)  word
-  none     a plain note, like the rest of the phrase                         ( 0.0,  0.0) neutral
-  leap     the note an octave above the phrase                               ( 0.6,  0.6) joyful
-  tremor   a fast trill (24 pieces/s alternating a whole tone, each faded)   (-0.6,  0.6) tense
-  drop     the note an octave below the phrase                               (-0.6, -0.6) sad
-  chime    a bell strike an octave above the phrase                          ( 0.6, -0.6) calm
+  cue      what it sounds like                                  in the high / low utterance
+  none     a plain note                                         neutral (0, 0) either way
+  tremor   a fast trill (24 pieces/s alternating a whole tone)  joyful (0.6, 0.6) / tense (-0.6, 0.6)
+  chime    a bell strike                                        calm (0.6, -0.6) / sad (-0.6, -0.6)
 
-The cues are made of what the tiny AST was pretrained to hear in the main world (register,
-timbre, note rate; embedded/audio_pretrain.py). Every clip has a cue span (a "none" clip plays it
-as an ordinary note), so note onsets do not give the cue away. Nuisances per clip: the phrase's
-timbre (sine | square | sawtooth), its key (C4 +- 3 semitones), its notes, and 2-4 utterances
-placed at random. The picture is a plain grey frame: the clip is to be heard.
+So the label binds two things heard at different times inside one utterance. Every clip has one
+high and one low utterance, each with a paused span, so the clip as a whole (which registers,
+how many notes of each, which cue) tells the cue but not the valence: an adapter has to read
+the cue together with the utterance around it. That is AcoustEmo's case for utterance windows
+(a cue means what its speaker's turn makes it mean); a world where the cue alone decides
+(version 1 of this world) is solved as well by a global Q-Former, which attends to the cue
+wherever it is (README, "What we tried").
+
+Everything is made of what the tiny AST was pretrained to hear in the main world (register,
+timbre, note rate; embedded/audio_pretrain.py). The pauses (0.2 s, longer than one AST patch's
+0.175 s of sound) keep any single AST patch from hearing a cue and its utterance's notes at
+once. Nuisances per clip: the timbre (sine | square | sawtooth), the key (C4 +- 3 semitones),
+the notes, the order of the registers and the placement of the utterances and spans. The
+picture is a plain grey frame: the clip is to be heard.
 
 `python -m vaemotion_jax.embedded.synth.utterances --out DIR [--num-clips N --seed S]` writes
 clips/*.mp4 (H.264 + AAC, through synth's writer), utterances.jsonl (id, media, split,
-utterances, labels {"a": [v, a]}, meta with the cue) and world.json. Output is a pure function
-of the options. `default_utterance_world_dir()` makes it once in the cache.
+utterances, labels {"a": [v, a]}, meta: the cue, its utterance, the spans, the registers) and
+world.json. Output is a pure function of the options. `default_utterance_world_dir()` makes it
+once in the cache.
 """
 from __future__ import annotations
 
@@ -39,16 +50,23 @@ from vaemotion_jax.embedded.cache import cache_path, publish
 from vaemotion_jax.embedded.synth.factors import emotion_word
 from vaemotion_jax.embedded.synth.render import tone, write_mp4
 
-UTTERANCE_WORLD_VERSION = 1
+UTTERANCE_WORLD_VERSION = 2
 
-CUES = {  # cue -> (valence, arousal) of the clip
-    "none": (0.0, 0.0), "leap": (0.6, 0.6), "tremor": (-0.6, 0.6), "drop": (-0.6, -0.6),
-    "chime": (0.6, -0.6)}
+CUES = ("none", "tremor", "chime")
+REGISTERS = {"high": 2.0, "mid": 1.0, "low": 0.5}   # register -> factor on the clip's key
+LABELS = {  # (cue, register of its utterance) -> (valence, arousal) of the clip
+    ("none", "high"): (0.0, 0.0), ("none", "low"): (0.0, 0.0),
+    ("tremor", "high"): (0.6, 0.6), ("tremor", "low"): (-0.6, 0.6),
+    ("chime", "high"): (0.6, -0.6), ("chime", "low"): (-0.6, -0.6)}
+CLASSES = (("none", None), ("tremor", "high"), ("tremor", "low"), ("chime", "low"),
+           ("chime", "high"))   # the five emotion words, balanced; none's register is drawn
 TIMBRES = ("sine", "square", "sawtooth")
 TONIC_HZ = 261.63                      # C4
 PHRASE_DEGREES = (0, 2, 4, 7, 9)       # major pentatonic: a phrase with no mood of its own
 NOTE_SECONDS = 0.25
 TRILL_PIECES_PER_S = 24
+PAUSE_SECONDS = 0.2                    # silence on both sides of the cue
+MARGIN_SECONDS = 0.05                  # utterance notes before the first pause and after the last
 PEAK = 0.4
 GREY = 128
 
@@ -61,7 +79,7 @@ class UtteranceWorldConfig:
     seed: int = 0
     seconds: float = 3.0        # one window of the tiny AST (300 fbank frames)
     min_utterances: int = 2
-    max_utterances: int = 4
+    max_utterances: int = 3
     cue_seconds: float = 0.3    # 3 AST time patches
     heldout: float = 0.25
     sample_rate: int = 16000
@@ -71,13 +89,16 @@ class UtteranceWorldConfig:
 
 @dataclass(frozen=True)
 class UtteranceClip:
-    """One clip: its utterances (seconds), the cue and where it sits, and the nuisances."""
+    """One clip: its utterances (seconds) and their registers, the cue and where it sits, and
+    the nuisances."""
 
     index: int
     utterances: tuple[tuple[float, float], ...]
+    registers: tuple[str, ...]          # one per utterance: "high" | "mid" | "low"
     cue: str
-    cue_utterance: int                  # index into utterances
+    cue_utterance: int                  # index into utterances: the high or the low one
     cue_span: tuple[float, float]       # seconds, inside utterances[cue_utterance]
+    twin_span: tuple[float, float]      # a plain note like the cue's, in the other of high/low
     timbre: str
     tonic_hz: float
     melody_seed: int
@@ -93,19 +114,35 @@ class UtteranceClip:
 
     @property
     def label(self) -> tuple[float, float]:
-        return CUES[self.cue]
+        return LABELS[(self.cue, self.registers[self.cue_utterance])]
+
+    @property
+    def twin_utterance(self) -> int:
+        """The other of the high and the low utterance (it holds twin_span)."""
+        return self.registers.index({"high": "low", "low": "high"}[
+            self.registers[self.cue_utterance]])
 
 
 # ---------------------------------------------------------------- sampling
 
-def place_utterances(rng: np.random.Generator, seconds: float, count: int
+def shortest_cue_utterance(cue_seconds: float) -> float:
+    """Seconds an utterance needs to hold a cue with its pauses and margins (and 10 ms for the
+    rounding of its ends)."""
+    return cue_seconds + 2 * (PAUSE_SECONDS + MARGIN_SECONDS) + 0.01
+
+
+def place_utterances(rng: np.random.Generator, seconds: float, count: int, shortest: float
                      ) -> list[tuple[float, float]]:
     """`count` utterances in time order, one in each of `count` equal slots of [0, seconds):
-    55-80% of its slot long, with silence before and after it (rounded to 10 ms)."""
+    at least `shortest` and 55-85% of its slot long, with silence before and after it
+    (rounded to 10 ms)."""
     slot = seconds / count
+    if shortest > 0.85 * slot:
+        raise ValueError(f"{count} utterances in {seconds} s leave {0.85 * slot:.2f} s each, "
+                         f"shorter than the {shortest:.2f} s a cue needs")
     out = []
     for i in range(count):
-        length = rng.uniform(0.55, 0.8) * slot
+        length = rng.uniform(max(0.55 * slot, shortest), 0.85 * slot)
         start = rng.uniform(i * slot + 0.1 * slot, (i + 1) * slot - 0.05 * slot - length)
         out.append((round(start, 2), round(start + length, 2)))
     return out
@@ -113,34 +150,39 @@ def place_utterances(rng: np.random.Generator, seconds: float, count: int
 
 def place_cue(rng: np.random.Generator, utterance: tuple[float, float], seconds: float
               ) -> tuple[float, float]:
-    """A cue span of `seconds` inside the utterance, at least 50 ms from both of its ends
-    (its start on the 10 ms grid)."""
-    lo, hi = utterance[0] + 0.05, utterance[1] - 0.05 - seconds
+    """A cue span of `seconds` inside the utterance, with a pause and a margin of notes on both
+    sides (its start on the 10 ms grid)."""
+    room = PAUSE_SECONDS + MARGIN_SECONDS
+    lo, hi = utterance[0] + room, utterance[1] - room - seconds
     grid_lo, grid_hi = np.ceil(round(lo * 100, 6)) / 100, np.floor(round(hi * 100, 6)) / 100
     if grid_hi < grid_lo:
-        raise ValueError(f"utterance {utterance} too short for a {seconds} s cue with 50 ms "
-                         f"margins")
-    start = float(np.clip(round(rng.uniform(lo, hi), 2), grid_lo, grid_hi))
+        raise ValueError(f"utterance {utterance} too short for a {seconds} s cue with "
+                         f"{room} s of pause and notes on both sides")
+    start = float(np.clip(round(rng.uniform(lo, max(lo, hi)), 2), grid_lo, grid_hi))
     return start, round(start + seconds, 2)
 
 
 def sample_clips(cfg: UtteranceWorldConfig) -> list[UtteranceClip]:
-    """Every clip, drawn from the seed; the cues are balanced (as equal counts as num_clips
-    allows) and the held-out split is a random `heldout` fraction."""
+    """Every clip, drawn from the seed; the five emotion words are balanced (as equal counts
+    as num_clips allows) and the held-out split is a random `heldout` fraction."""
     rng = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION])
-    names = list(CUES)
-    cues = [names[i % len(names)] for i in rng.permutation(cfg.num_clips)]
+    classes = [CLASSES[i % len(CLASSES)] for i in rng.permutation(cfg.num_clips)]
     held = int(round(cfg.heldout * cfg.num_clips))
     heldout = set(rng.permutation(cfg.num_clips)[:held].tolist())
+    shortest = shortest_cue_utterance(cfg.cue_seconds)
     clips = []
-    for i in range(cfg.num_clips):
+    for i, (cue, register) in enumerate(classes):
         r = np.random.default_rng([cfg.seed, UTTERANCE_WORLD_VERSION, i])
-        utterances = place_utterances(
-            r, cfg.seconds, int(r.integers(cfg.min_utterances, cfg.max_utterances + 1)))
-        k = int(r.integers(len(utterances)))
+        count = int(r.integers(cfg.min_utterances, cfg.max_utterances + 1))
+        utterances = place_utterances(r, cfg.seconds, count, shortest)
+        registers = tuple(str(x) for x in r.permutation(["high", "low"] + ["mid"] * (count - 2)))
+        register = register or str(("high", "low")[r.integers(2)])
+        k = registers.index(register)
+        twin = registers.index("low" if register == "high" else "high")
         clips.append(UtteranceClip(
-            index=i, utterances=tuple(utterances), cue=cues[i], cue_utterance=k,
-            cue_span=place_cue(r, utterances[k], cfg.cue_seconds),
+            index=i, utterances=tuple(utterances), registers=registers, cue=cue,
+            cue_utterance=k, cue_span=place_cue(r, utterances[k], cfg.cue_seconds),
+            twin_span=place_cue(r, utterances[twin], cfg.cue_seconds),
             timbre=str(TIMBRES[r.integers(len(TIMBRES))]),
             tonic_hz=float(TONIC_HZ * 2 ** (int(r.integers(-3, 4)) / 12)),
             melody_seed=int(r.integers(2**31)), split="heldout" if i in heldout else "train"))
@@ -163,13 +205,11 @@ def _note(timbre: str, freq: float, n: int, sample_rate: int) -> np.ndarray:
 
 
 def render_cue(cue: str, timbre: str, pitch: float, n: int, sample_rate: int) -> np.ndarray:
-    """(n,) the cue span's sound for a phrase note of `pitch` Hz (see the module table)."""
+    """(n,) the cue span's sound at `pitch` Hz (see the module table)."""
     if cue == "none":
         return _note(timbre, pitch, n, sample_rate)
-    if cue in ("leap", "drop"):
-        return _note(timbre, pitch * (2.0 if cue == "leap" else 0.5), n, sample_rate)
     if cue == "chime":
-        return _note("bell", 2 * pitch, n, sample_rate)
+        return _note("bell", pitch, n, sample_rate)
     if cue == "tremor":
         piece = int(round(sample_rate / TRILL_PIECES_PER_S))
         return np.concatenate([
@@ -184,29 +224,36 @@ def _notes(start: float, end: float) -> list[tuple[float, float, str]]:
         return []
     n = max(1, int(round((end - start) / NOTE_SECONDS)))
     edges = np.linspace(start, end, n + 1)
-    return [(float(a), float(b), "none") for a, b in zip(edges, edges[1:])]
+    return [(float(a), float(b), "note") for a, b in zip(edges, edges[1:])]
 
 
 def utterance_segments(clip: UtteranceClip, k: int) -> list[tuple[float, float, str]]:
-    """Utterance k as (start, end, cue) notes in seconds; the cue span is one of them."""
+    """Utterance k as (start, end, what) sounds in seconds, what = "note" or a cue: the cue in
+    its utterance, a plain one ("none") in its twin's; both have PAUSE_SECONDS of silence on
+    both sides."""
     start, end = clip.utterances[k]
-    if k != clip.cue_utterance:
+    if k not in (clip.cue_utterance, clip.twin_utterance):
         return _notes(start, end)
-    a, b = clip.cue_span
-    return _notes(start, a) + [(a, b, clip.cue)] + _notes(b, end)
+    (a, b), cue = (clip.cue_span, clip.cue) if k == clip.cue_utterance else (clip.twin_span, "none")
+    return (_notes(start, a - PAUSE_SECONDS) + [(a, b, cue)]
+            + _notes(b + PAUSE_SECONDS, end))
 
 
 def render_audio(clip: UtteranceClip, cfg: UtteranceWorldConfig) -> np.ndarray:
     """The clip's sound -> (seconds * sample_rate,) float32: each utterance a phrase of notes
-    on random phrase degrees (the cue span is one of them), silence elsewhere."""
+    on random phrase degrees in its register, the cue at the key's tonic, silence elsewhere."""
     sr = cfg.sample_rate
     rng = np.random.default_rng(clip.melody_seed)
     out = np.zeros(int(round(cfg.seconds * sr)), np.float64)
-    for k in range(len(clip.utterances)):
-        for a, b, cue in utterance_segments(clip, k):
+    for k, register in enumerate(clip.registers):
+        for a, b, what in utterance_segments(clip, k):
             i, j = int(round(a * sr)), int(round(b * sr))
-            pitch = clip.tonic_hz * 2 ** (PHRASE_DEGREES[rng.integers(len(PHRASE_DEGREES))] / 12)
-            out[i:j] += render_cue(cue, clip.timbre, pitch, j - i, sr)
+            degree = PHRASE_DEGREES[rng.integers(len(PHRASE_DEGREES))]
+            if what == "note":
+                pitch = clip.tonic_hz * REGISTERS[register] * 2 ** (degree / 12)
+                out[i:j] += _note(clip.timbre, pitch, j - i, sr)
+            else:
+                out[i:j] += render_cue(what, clip.timbre, clip.tonic_hz, j - i, sr)
     return (out * PEAK / max(1e-9, np.abs(out).max())).astype(np.float32)
 
 
@@ -225,18 +272,25 @@ def manifest_line(clip: UtteranceClip) -> dict:
     return {"id": clip.id, "media": clip.file, "split": clip.split, "modality": "a",
             "utterances": [list(u) for u in clip.utterances], "labels": {"a": list(clip.label)},
             "meta": {"cue": clip.cue, "cue_utterance": clip.cue_utterance,
-                     "cue_span": list(clip.cue_span), "word": emotion_word(clip.label),
+                     "cue_span": list(clip.cue_span), "twin_utterance": clip.twin_utterance,
+                     "twin_span": list(clip.twin_span),
+                     "registers": list(clip.registers),
+                     "word": emotion_word(clip.label),
                      "timbre": clip.timbre, "tonic_hz": round(clip.tonic_hz, 2)}}
 
 
 def world_description(cfg: UtteranceWorldConfig) -> dict:
     """The content of world.json."""
     return {"version": UTTERANCE_WORLD_VERSION, "config": asdict(cfg),
-            "cues": {c: {"label": list(v), "word": emotion_word(v)} for c, v in CUES.items()},
+            "labels": {f"{c} in the {r} utterance": {"label": list(v), "word": emotion_word(v)}
+                       for (c, r), v in LABELS.items()},
             "phrase": {"timbres": TIMBRES, "tonic_hz": TONIC_HZ, "key_shift_semitones": [-3, 3],
-                       "degrees": PHRASE_DEGREES, "note_seconds": NOTE_SECONDS, "peak": PEAK},
+                       "registers": REGISTERS, "degrees": PHRASE_DEGREES,
+                       "note_seconds": NOTE_SECONDS, "pause_seconds": PAUSE_SECONDS,
+                       "peak": PEAK},
             "files": {"utterances": "one line per clip: utterances (timestamps, seconds), "
-                                    "labels.a from the cue, meta.cue / cue_utterance / cue_span"}}
+                                    "labels.a from the cue and its utterance's register, "
+                                    "meta.cue / cue_utterance / cue_span / registers"}}
 
 
 def generate(out_dir: str, cfg: UtteranceWorldConfig = UtteranceWorldConfig()) -> int:
