@@ -273,10 +273,9 @@ def manifest_line(clip: UtteranceClip) -> dict:
             "utterances": [list(u) for u in clip.utterances], "labels": {"a": list(clip.label)},
             "meta": {"cue": clip.cue, "cue_utterance": clip.cue_utterance,
                      "cue_span": list(clip.cue_span), "twin_utterance": clip.twin_utterance,
-                     "twin_span": list(clip.twin_span),
-                     "registers": list(clip.registers),
-                     "word": emotion_word(clip.label),
-                     "timbre": clip.timbre, "tonic_hz": round(clip.tonic_hz, 2)}}
+                     "twin_span": list(clip.twin_span), "registers": list(clip.registers),
+                     "word": emotion_word(clip.label), "timbre": clip.timbre,
+                     "tonic_hz": round(clip.tonic_hz, 2)}}
 
 
 def world_description(cfg: UtteranceWorldConfig) -> dict:
@@ -290,7 +289,8 @@ def world_description(cfg: UtteranceWorldConfig) -> dict:
                        "peak": PEAK},
             "files": {"utterances": "one line per clip: utterances (timestamps, seconds), "
                                     "labels.a from the cue and its utterance's register, "
-                                    "meta.cue / cue_utterance / cue_span / registers"}}
+                                    "meta.cue / cue_utterance / cue_span / twin_utterance / "
+                                    "twin_span / registers"}}
 
 
 def generate(out_dir: str, cfg: UtteranceWorldConfig = UtteranceWorldConfig()) -> int:
