@@ -54,6 +54,7 @@ UTTERANCE_WORLD_VERSION = 2
 
 CUES = ("none", "tremor", "chime")
 REGISTERS = {"high": 2.0, "mid": 1.0, "low": 0.5}   # register -> factor on the clip's key
+TWIN_REGISTER = {"high": "low", "low": "high"}      # the cue's register -> its twin's
 LABELS = {  # (cue, register of its utterance) -> (valence, arousal) of the clip
     ("none", "high"): (0.0, 0.0), ("none", "low"): (0.0, 0.0),
     ("tremor", "high"): (0.6, 0.6), ("tremor", "low"): (-0.6, 0.6),
@@ -119,8 +120,7 @@ class UtteranceClip:
     @property
     def twin_utterance(self) -> int:
         """The other of the high and the low utterance (it holds twin_span)."""
-        return self.registers.index({"high": "low", "low": "high"}[
-            self.registers[self.cue_utterance]])
+        return self.registers.index(TWIN_REGISTER[self.registers[self.cue_utterance]])
 
 
 # ---------------------------------------------------------------- sampling
@@ -178,7 +178,7 @@ def sample_clips(cfg: UtteranceWorldConfig) -> list[UtteranceClip]:
         registers = tuple(str(x) for x in r.permutation(["high", "low"] + ["mid"] * (count - 2)))
         register = register or str(("high", "low")[r.integers(2)])
         k = registers.index(register)
-        twin = registers.index("low" if register == "high" else "high")
+        twin = registers.index(TWIN_REGISTER[register])
         clips.append(UtteranceClip(
             index=i, utterances=tuple(utterances), registers=registers, cue=cue,
             cue_utterance=k, cue_span=place_cue(r, utterances[k], cfg.cue_seconds),
